@@ -1,0 +1,1 @@
+"""The lab model: schema (pydantic), loading with positions, resolution, semantic checks."""

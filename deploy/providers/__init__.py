@@ -1,0 +1,1 @@
+"""Providers create machines and networks; each registers itself by kind in ``base``."""
