@@ -46,7 +46,7 @@ class Problem:
     hint: str = ""
 
     def __str__(self) -> str:
-        text = f"{self.location}: {self.message}"
+        text = f"{self.location}: {self.message}" if self.location.file else self.message
         return f"{text}\n    fix: {self.hint}" if self.hint else text
 
 
@@ -73,8 +73,10 @@ class ConfigError(LabError):
         if isinstance(problems, str):
             problems = [Problem(problems, Location(""), hint)]
         self.problems = problems
-        count = len(problems)
-        head = "1 problem" if count == 1 else f"{count} problems"
+        if len(problems) == 1 and not problems[0].location.file:
+            super().__init__(problems[0].message, hint=problems[0].hint)
+            return
+        head = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
         super().__init__(f"{head} in the lab:\n" + "\n".join(str(p) for p in problems), hint="")
 
 
@@ -99,7 +101,7 @@ class StageError(LabError):
         self.stage = stage
         self.host = host
         where = f"{stage}" + (f" on {host}" if host else "")
-        super().__init__(f"{where}: {message}", hint=hint)
+        super().__init__(message if message.startswith(where) else f"{where}: {message}", hint=hint)
 
 
 class StateError(LabError):

@@ -112,6 +112,15 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def find_resources(self, lab: str | None = None) -> list[TaggedResource]: ...
 
+    def delete_resource(self, resource: TaggedResource) -> None:
+        """Delete a resource that ``find_resources`` returned (name as the lab names it)."""
+        if resource.kind == "machine":
+            self.delete_machine(resource.name)
+        elif resource.kind == "network":
+            self.delete_network(resource.name)
+        else:
+            raise ProviderError(f"provider {self.name} cannot delete {resource.kind} {resource.name}")
+
     def close(self) -> None:
         """Release connections."""
 

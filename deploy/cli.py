@@ -1,0 +1,266 @@
+"""The command line: the only module that prints errors or sets exit codes.
+
+    deploy LAB                  same as `deploy up LAB`
+    deploy validate LAB         load, resolve and check; --resolved prints every node's fields
+    deploy plan LAB             what `up` would do; exit 0 no changes, 2 changes, 1 error
+    deploy up LAB               converge the lab (resumes after a failure or a kill)
+    deploy destroy LAB          remove everything of the lab, tracked or only tagged
+    deploy status LAB           machines and their state
+    deploy graph LAB            the resource DAG (--format mermaid|dot|html)
+    deploy schema               the lab file's JSON Schema
+    deploy doctor               host prerequisites, each with the command that fixes it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from deploy import __version__
+from deploy.errors import ConfigError, LabError
+
+COMMANDS = ("validate", "plan", "up", "destroy", "status", "graph", "schema", "doctor")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deploy", description="One lab file to a working, verified lab.")
+    parser.add_argument("--version", action="version", version=f"labdeploy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (("validate", "check a lab file"), ("plan", "show what up would change"),
+                       ("up", "create, configure and verify the lab"), ("destroy", "remove the lab"),
+                       ("status", "show the lab's machines"), ("graph", "draw the resource graph")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("lab", type=Path, help="the lab.yaml file")
+        cmd.add_argument("--state-dir", type=Path, help="state folder (default .labdeploy/<lab> beside the file)")
+        cmd.add_argument("--output", choices=("text", "json"), default="text")
+        cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub.choices["validate"].add_argument("--resolved", action="store_true", help="print every resolved node")
+    sub.choices["plan"].add_argument("--no-refresh", action="store_true", help="do not ask providers")
+    up = sub.choices["up"]
+    up.add_argument("--parallel", type=int, help="steps at once (default: sized to the work)")
+    up.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="where run folders go")
+    up.add_argument("--quiet", action="store_true", help="print only the result")
+    sub.choices["destroy"].add_argument("--quiet", action="store_true")
+    sub.choices["graph"].add_argument("--format", choices=("mermaid", "dot", "html"), default="mermaid")
+    schema = sub.add_parser("schema", help="write the lab JSON Schema")
+    schema.add_argument("-o", "--out", type=Path, help="file to write (default: stdout)")
+    sub.add_parser("doctor", help="check host prerequisites")
+    return parser
+
+
+def _argv(argv: list[str]) -> list[str]:
+    """`deploy LAB` means `deploy up LAB`."""
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] not in COMMANDS:
+        return [*argv[:first], "up", *argv[first:]]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(_argv(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        return int(HANDLERS[args.command](args))
+    except LabError as exc:
+        _error(exc, args)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        return 130
+
+
+def _error(exc: LabError, args: argparse.Namespace) -> None:
+    if getattr(args, "output", "text") == "json":
+        problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else []
+        out.print_json(json.dumps({"error": type(exc).__name__, "message": exc.message, "hint": exc.hint,
+                                   "problems": problems}))
+    else:
+        err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, highlight=False)
+        if exc.hint:
+            err.print(f"  fix: {exc.hint}", markup=False)
+    if getattr(args, "debug", False):
+        err.print("".join(traceback.format_exception(exc)), markup=False)
+
+
+def _session(args: argparse.Namespace, **kwargs: Any) -> Any:
+    from deploy.session import LabSession
+
+    return LabSession(args.lab, state_dir=args.state_dir, **kwargs)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from deploy.model import open_lab
+
+    _, resolved = open_lab(args.lab)
+    if args.output == "json":
+        out.print_json(json.dumps({"lab": resolved.name, "valid": True,
+                                   "nodes": {k: v.__dict__ for k, v in resolved.nodes.items()}}, default=str))
+    elif args.resolved:
+        table = Table("node", "provider", "image", "cpus", "memory", "disk", "networks", "roles")
+        for n in resolved.nodes.values():
+            nics = ", ".join(f"{c.network}{'=' + c.ip if c.ip else ''}" for c in n.nics)
+            table.add_row(n.name, n.provider, n.image or "-", str(n.cpus), f"{n.memory_mib}MiB",
+                          f"{n.disk_gib}GiB", nics, ", ".join(n.roles))
+        out.print(table)
+    else:
+        out.print(f"{args.lab}: lab {resolved.name} is valid ({len(resolved.nodes)} nodes, "
+                  f"{len(resolved.networks)} networks)")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from deploy.render import plan_text
+
+    plan = _session(args).plan(refresh=not args.no_refresh)
+    if args.output == "json":
+        out.print_json(json.dumps(plan.to_json()))
+    else:
+        out.print(plan_text(plan), markup=False)
+    return 2 if plan.has_changes else 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    session = _session(args, artifacts_root=args.artifacts)
+    stop = threading.Event()
+    view = _Progress(args.output, args.quiet)
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = session.up(parallel=args.parallel, on_event=view.event, stop=stop)
+    finally:
+        view.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if args.output == "json":
+        out.print_json(json.dumps(result.summary))
+        return 0
+    if not result.plan.has_changes:
+        out.print(f"No changes: lab {session.resolved.name} is up to date (every step converged).")
+    else:
+        out.print(f"Lab {session.resolved.name} is up: {result.result.changed} steps applied.")
+    _print_access(session)
+    out.print(f"Artifacts: {result.artifacts}")
+    return 0
+
+
+def _print_access(session: Any) -> None:
+    state = session.store.load()
+    for name in session.resolved.nodes:
+        record = state.resources.get(f"machine:{name}")
+        ssh = record.outputs.get("ssh") if record else None
+        if ssh:
+            out.print(f"  ssh -i {ssh['key']} -p {ssh['port']} -o HostKeyAlias={name} "
+                      f"{ssh['user']}@{ssh['host']}   # {name}", markup=False)
+
+
+class _Progress:
+    """Renders run events: a rich live view, JSON lines, or nothing (quiet)."""
+
+    def __init__(self, output: str, quiet: bool) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.output, self.quiet = output, quiet
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                 console=err, transient=False)
+        self.task: Any = None
+        self.lock = threading.Lock()
+
+    def event(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            if self.output == "json":
+                out.print(json.dumps(event, default=str), markup=False, highlight=False)
+            elif not self.quiet:
+                self._render(event)
+
+    def _render(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "run" and event.get("status") == "started":
+            counts = event["counts"]
+            total = sum(v for k, v in counts.items() if k != "delete")
+            self.progress.start()
+            self.task = self.progress.add_task(f"lab {event['lab']}", total=total)
+        elif event.get("event") == "step" and self.task is not None:
+            status = event["status"]
+            if status in ("ok", "kept", "failed", "skipped", "interrupted"):
+                self.progress.advance(self.task)
+            if status in ("ok", "failed", "skipped", "started"):
+                colour = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(status, "cyan")
+                extra = f" ({event['seconds']}s)" if "seconds" in event else ""
+                self.progress.console.print(f"  [{colour}]{status:>8}[/{colour}] {event['id']}{extra}")
+            self.progress.update(self.task, description=f"{event['stage']}: {event['id']}")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    removed = _session(args).destroy(on_event=lambda e: None if args.quiet or args.output == "json"
+                                     else err.print(f"  destroyed {e['id']}", markup=False))
+    if args.output == "json":
+        out.print_json(json.dumps({"removed": removed}))
+    else:
+        out.print(f"Destroyed {len(removed)} resources." if removed else "Nothing to destroy.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = _session(args).status()
+    if args.output == "json":
+        out.print_json(json.dumps(rows, default=str))
+        return 0
+    table = Table("node", "provider", "state", "ssh")
+    for row in rows:
+        ssh = row["ssh"]
+        table.add_row(row["node"], row["provider"], row["state"], f"{ssh['host']}:{ssh['port']}" if ssh else "-")
+    out.print(table)
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from deploy import render
+
+    plan = _session(args).plan(refresh=False)
+    text = {"mermaid": render.mermaid, "dot": render.dot, "html": render.graph_html}[args.format](plan)
+    out.print(text, markup=False, highlight=False)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from deploy.model.jsonschema import schema_text
+
+    if args.out:
+        args.out.write_text(schema_text())
+    else:
+        out.print(schema_text(), markup=False, highlight=False, end="")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from deploy.doctor import run_checks
+
+    findings = run_checks()
+    for f in findings:
+        mark = "[green]ok[/green]  " if f.ok else "[red]FAIL[/red]"
+        out.print(f"{mark} {f.name}: {f.detail}")
+        if f.fix:
+            out.print(f"       fix: {f.fix}", markup=False)
+    return 0 if all(f.ok for f in findings) else 1
+
+
+HANDLERS = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "destroy": cmd_destroy,
+            "status": cmd_status, "graph": cmd_graph, "schema": cmd_schema, "doctor": cmd_doctor}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Semantic checks, before any side effect: every problem of the lab at once, each with its line.
+
+Each check is a small generator of :class:`Problem`; :func:`check_lab` runs them all and
+raises one ConfigError when any found something.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from deploy.errors import ConfigError, Problem
+from deploy.model.load import LoadedLab, PathKey
+from deploy.model.resolve import NODE_NAME, ResolvedLab
+
+Check = Callable[[LoadedLab, ResolvedLab], Iterator[Problem]]
+IMAGE_SOURCES = {"libvirt": {"build", "file", "url"}, "vagrant": {"build", "file", "url"},
+                 "vsphere": {"template", "ova"}, "existing": set()}
+
+
+def check_lab(loaded: LoadedLab, resolved: ResolvedLab) -> None:
+    problems = [p for check in CHECKS for p in check(loaded, resolved)]
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: (p.location.line or 0, p.location.column or 0)))
+
+
+def _problem(loaded: LoadedLab, path: PathKey, message: str, hint: str = "") -> Problem:
+    return Problem(message, loaded.positions.locate(path), hint)
+
+
+def _field_path(loaded: LoadedLab, resolved: ResolvedLab, node: str, name: str) -> PathKey:
+    """Where a node's field was written: the node itself, its group, or the defaults."""
+    group = resolved.nodes[node].group
+    for path in (("nodes", node, name), ("groups", str(group), name), ("defaults", name)):
+        if path in loaded.positions.at:
+            return path
+    return resolved.sources.get(node, ("nodes", node))
+
+
+def _names(mapping: dict[str, object]) -> str:
+    return ", ".join(sorted(mapping)) or "(none defined)"
+
+
+def check_node_references(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    lab = resolved.lab
+    for node in resolved.nodes.values():
+        if node.provider not in lab.providers:
+            path = _field_path(loaded, resolved, node.name, "provider")
+            what = f"unknown provider {node.provider!r}" if node.provider else "no provider"
+            yield _problem(loaded, path, f"node {node.name}: {what}",
+                           f"set provider: in defaults or the group; defined providers: {_names(lab.providers)}")
+            continue
+        yield from _image_reference(loaded, resolved, node.name)
+        for nic in node.nics:
+            if nic.network not in lab.networks:
+                yield _problem(loaded, _field_path(loaded, resolved, node.name, "networks"),
+                               f"node {node.name}: unknown network {nic.network!r}",
+                               f"defined networks: {_names(lab.networks)}")
+            elif resolved.networks[nic.network].provider != node.provider:
+                net_provider = resolved.networks[nic.network].provider
+                yield _problem(loaded, _field_path(loaded, resolved, node.name, "networks"),
+                               f"node {node.name} (provider {node.provider}) is attached to network "
+                               f"{nic.network} of provider {net_provider}",
+                               "a node's networks must belong to the node's own provider")
+
+
+def _image_reference(loaded: LoadedLab, resolved: ResolvedLab, name: str) -> Iterator[Problem]:
+    node = resolved.nodes[name]
+    kind = resolved.providers[node.provider].kind
+    if kind == "existing":
+        if not node.address:
+            yield _problem(loaded, resolved.sources[name], f"node {name}: an existing host needs address:",
+                           "set address: on the node, or addresses: [..] on its group")
+        return
+    path = _field_path(loaded, resolved, name, "image")
+    if node.image not in resolved.images:
+        what = f"unknown image {node.image!r}" if node.image else "no image"
+        yield _problem(loaded, path, f"node {name}: {what}",
+                       f"set image: in defaults or the group; defined images: {_names(resolved.images)}")
+    elif resolved.images[node.image].source not in IMAGE_SOURCES[kind]:
+        source = resolved.images[node.image].source
+        yield _problem(loaded, path, f"node {name}: a {kind} provider cannot use a {source}: image",
+                       f"use an image with one of: {', '.join(sorted(IMAGE_SOURCES[kind]))}")
+
+
+def check_group_overrides(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    for name in resolved.lab.nodes:
+        match = NODE_NAME.match(name)
+        if match and match.group("group") in resolved.lab.groups and name not in resolved.nodes:
+            count = resolved.lab.groups[match.group("group")].count
+            yield _problem(loaded, ("nodes", name),
+                           f"node {name} overrides a node that group {match.group('group')} does not have "
+                           f"(count is {count})", f"raise the group's count or rename the node")
+
+
+def check_networks(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    for name, net in resolved.networks.items():
+        if net.provider not in resolved.providers:
+            yield _problem(loaded, ("networks", name, "provider") if ("networks", name, "provider")
+                           in loaded.positions.at else ("networks", name),
+                           f"network {name}: unknown provider {net.provider!r}",
+                           f"defined providers: {_names(resolved.providers)}")
+    by_provider = sorted((n for n in resolved.networks.values() if n.cidr), key=lambda n: n.provider)
+    for provider, nets in itertools.groupby(by_provider, key=lambda n: n.provider):
+        for a, b in itertools.combinations(list(nets), 2):
+            if ipaddress.ip_network(a.cidr or "").overlaps(ipaddress.ip_network(b.cidr or "")):
+                yield _problem(loaded, ("networks", b.name, "cidr"),
+                               f"network {b.name} ({b.cidr}) overlaps network {a.name} ({a.cidr}) "
+                               f"on provider {provider}", "give each network of a provider its own range")
+
+
+def check_addresses(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    seen: Counter[tuple[str, str]] = Counter()
+    for node in resolved.nodes.values():
+        for nic in node.nics:
+            net = resolved.networks.get(nic.network)
+            if not (net and net.cidr):
+                continue
+            if nic.ip is None:
+                yield _problem(loaded, ("networks", net.name, "cidr"),
+                               f"network {net.name} ({net.cidr}) has no free address left for {node.name}",
+                               "use a larger cidr")
+            elif ipaddress.ip_address(nic.ip) not in ipaddress.ip_network(net.cidr):
+                yield _problem(loaded, _field_path(loaded, resolved, node.name, "networks"),
+                               f"node {node.name}: address {nic.ip} is outside network {net.name} ({net.cidr})",
+                               "pick an address inside the network's cidr")
+            else:
+                seen[(net.name, nic.ip)] += 1
+                if seen[(net.name, nic.ip)] == 2:
+                    yield _problem(loaded, _field_path(loaded, resolved, node.name, "networks"),
+                                   f"address {nic.ip} on network {net.name} is given to more than one node",
+                                   "give each node its own fixed address")
+
+
+def check_kubernetes(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    k8s = resolved.lab.kubernetes
+    if k8s is None:
+        return
+    for key, groups in (("control_plane", [k8s.control_plane]), ("workers", k8s.worker_groups)):
+        for group in groups:
+            if group not in resolved.lab.groups:
+                yield _problem(loaded, ("kubernetes", key), f"kubernetes.{key} names unknown group {group!r}",
+                               f"defined groups: {_names(resolved.lab.groups)}")
+    if k8s.mesh and k8s.mesh.istio and not (k8s.cni and k8s.cni.cilium):
+        yield _problem(loaded, ("kubernetes", "mesh"), "a service mesh needs a CNI",
+                       "add kubernetes.cni: {cilium: {version: ...}}")
+    if k8s.gpu_operator and not any(n.gpus for n in resolved.nodes.values()):
+        yield _problem(loaded, ("kubernetes", "gpu_operator"), "the GPU operator needs at least one node with gpus:",
+                       "add gpus: [{pci: '0000:3b:00.0'}] to a node, or remove gpu_operator")
+    needs_files = sorted({"gvisor", "kata"} & set(k8s.runtimes))
+    if needs_files and not resolved.lab.mirrors.files:
+        yield _problem(loaded, ("kubernetes", "runtimes"),
+                       f"runtimes {', '.join(needs_files)} have no Debian package and are fetched from mirrors.files",
+                       "set mirrors: {files: http://your-file-mirror/} holding runsc and kata-static")
+
+
+def _selectors(resolved: ResolvedLab) -> set[str]:
+    lab = resolved.lab
+    roles = {r for n in resolved.nodes.values() for r in n.roles}
+    return {"all", *lab.groups, *resolved.nodes, *roles}
+
+
+def check_host_selectors(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    valid = _selectors(resolved)
+    entries = [("verify", i, v.hosts) for i, v in enumerate(resolved.lab.verify)]
+    entries += [("ansible", i, a.hosts) for i, a in enumerate(resolved.lab.ansible)]
+    for section, index, hosts in entries:
+        if hosts not in valid:
+            yield _problem(loaded, (section, index, "hosts"),
+                           f"{section}[{index}].hosts names {hosts!r}, which is no group, node or role",
+                           f"use all, a group ({_names(resolved.lab.groups)}) or a node name")
+
+
+def check_verify_files(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    base = Path(loaded.file).parent
+    for index, entry in enumerate(resolved.lab.verify):
+        if entry.pytest and not (base / entry.pytest).is_file():
+            yield _problem(loaded, ("verify", index, "pytest"), f"test file {entry.pytest} does not exist",
+                           f"paths are relative to the lab file's folder ({base})")
+
+
+def check_host_ports(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    seen: dict[tuple[str, int], str] = {}
+    for node in resolved.nodes.values():
+        for port in node.ports:
+            if port.host is None:
+                continue
+            key = (node.provider, port.host)
+            if key in seen:
+                yield _problem(loaded, _field_path(loaded, resolved, node.name, "ports"),
+                               f"host port {port.host} is forwarded for both {seen[key]} and {node.name}",
+                               "leave host: out to let the provider pick a free port")
+            seen[key] = node.name
+
+
+CHECKS: list[Check] = [check_node_references, check_group_overrides, check_networks, check_addresses,
+                       check_kubernetes, check_host_selectors, check_verify_files, check_host_ports]

@@ -1,0 +1,366 @@
+"""The lab file's shape, as pydantic v2 models (the JSON Schema is generated from these).
+
+Every model forbids unknown keys, so a typo is an error that names the valid keys.
+Shorthands are normalised before validation (``networks: [mgmt]`` is
+``networks: [{network: mgmt}]``) so one shape reaches the validators.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits and dashes")]
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|K|M|G|T|KB|MB|GB|TB)\s*$", re.I)
+_SIZE_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(value: object) -> int:
+    """``2GiB`` / ``512MiB`` / ``20G`` -> bytes. Bare numbers are refused: the unit is ambiguous."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("a size is a string such as 2GiB or 512MiB")
+    if isinstance(value, int):
+        raise ValueError(f"size {value} has no unit; write it as {value}MiB or {value}GiB")
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size; write it as 2GiB, 512MiB or 20GiB")
+    number, unit = float(match.group(1)), match.group(2).lower()[0]
+    return int(number * _SIZE_UNITS[unit])
+
+
+Size = Annotated[int, BeforeValidator(parse_size), Field(json_schema_extra={"type": "string"})]
+
+_DURATION_RE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+
+
+def parse_duration(value: object) -> int:
+    """``12h`` / ``30m`` / ``7d`` -> seconds."""
+    if isinstance(value, str) and (match := _DURATION_RE.match(value.strip())):
+        return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration; write it as 30m, 12h or 7d")
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration), Field(json_schema_extra={"type": "string"})]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def _secret_ref(value: object) -> object:
+    if isinstance(value, str | int | float):
+        raise ValueError(
+            "a secret must be a reference, not a value: write {env: VAR_NAME}, "
+            "{file: path/to/secret} or {cmd: 'pass show lab/vcenter'}"
+        )
+    return value
+
+
+class SecretRef(Strict):
+    """Where a secret comes from. The value itself is never stored in the lab, state or logs."""
+
+    env: str | None = None
+    file: str | None = None
+    cmd: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if sum(x is not None for x in (self.env, self.file, self.cmd)) != 1:
+            raise ValueError("a secret reference has exactly one of env, file or cmd")
+        return self
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_secret_ref)]
+
+# --- providers -----------------------------------------------------------------------------
+
+
+class LibvirtProviderSpec(Strict):
+    kind: Literal["libvirt"]
+    uri: str = "qemu:///system"
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    pool: str = "labdeploy"
+
+
+class VsphereProviderSpec(Strict):
+    kind: Literal["vsphere"]
+    host: str
+    port: int = 443
+    user: str
+    password: Secret
+    datacenter: str
+    cluster: str | None = None
+    datastore: str
+    insecure: bool = Field(False, description="skip TLS verification (never the default)")
+
+
+class VagrantProviderSpec(Strict):
+    kind: Literal["vagrant"]
+    provider: Literal["libvirt"] = "libvirt"
+    uri: str = "qemu:///system"
+
+
+class ExistingProviderSpec(Strict):
+    kind: Literal["existing"]
+    connect_timeout: float = Field(20.0, gt=0)
+
+
+ProviderSpec = Annotated[
+    LibvirtProviderSpec | VsphereProviderSpec | VagrantProviderSpec | ExistingProviderSpec,
+    Field(discriminator="kind"),
+]
+
+# --- images --------------------------------------------------------------------------------
+
+SHA256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
+class BuildRecipe(Strict):
+    distro: Literal["debian"] = "debian"
+    release: Literal["bookworm", "trixie"] = "bookworm"
+    packages: list[str] = Field(default_factory=list)
+
+
+class ImageSpec(Strict):
+    """Exactly one source: build, file, url, template (vSphere) or ova."""
+
+    build: BuildRecipe | None = None
+    file: str | None = None
+    url: str | None = None
+    template: str | None = None
+    ova: str | None = None
+    sha256: SHA256 | None = None
+    user: str | None = Field(None, description="SSH user the image's cloud-init creates")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageSpec:
+        sources = [k for k in ("build", "file", "url", "template", "ova") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            raise ValueError(
+                "an image has exactly one of build, file, url, template or ova "
+                f"(found {', '.join(sources) or 'none'})"
+            )
+        if (self.file or self.url) and not self.sha256:
+            raise ValueError("file and url images need sha256: (run `sha256sum <image>` to get it)")
+        return self
+
+    @property
+    def source(self) -> str:
+        return next(k for k in ("build", "file", "url", "template", "ova") if getattr(self, k) is not None)
+
+
+# --- networks ------------------------------------------------------------------------------
+
+
+class NetworkSpec(Strict):
+    provider: str | None = None
+    mode: Literal["user", "nat", "isolated", "bridge"] = "isolated"
+    cidr: str | None = None
+    dhcp: bool = True
+    bridge: str | None = Field(None, description="host bridge to attach to (mode bridge)")
+    domain: str | None = Field(None, description="DNS domain for node names (default: the lab name)")
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a network CIDR such as 10.20.0.0/24 ({exc})") from None
+        if net.num_addresses < 8:
+            raise ValueError(f"{value} is too small for a lab network; use /29 or larger")
+        return str(net)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> NetworkSpec:
+        if self.mode in ("nat", "isolated") and not self.cidr:
+            raise ValueError(f"a {self.mode} network needs cidr: (for example cidr: 10.20.0.0/24)")
+        if self.mode == "bridge" and not self.bridge:
+            raise ValueError("a bridge network needs bridge: (the host bridge, for example br0)")
+        if self.mode == "user" and self.cidr:
+            raise ValueError("a user-mode network takes no cidr (QEMU assigns 10.0.2.0/24 inside each guest)")
+        return self
+
+
+def _nic(value: object) -> object:
+    return {"network": value} if isinstance(value, str) else value
+
+
+class NicSpec(Strict):
+    network: str
+    ip: str | None = Field(None, description="fixed address; in a group, the first node's (then +1)")
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+
+Nic = Annotated[NicSpec, BeforeValidator(_nic)]
+
+
+class GpuSpec(Strict):
+    pci: str = Field(pattern=r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+
+
+def _port(value: object) -> object:
+    return {"guest": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class PortSpec(Strict):
+    guest: int = Field(ge=1, le=65535)
+    host: int | None = Field(None, ge=1, le=65535)
+
+
+Port = Annotated[PortSpec, BeforeValidator(_port)]
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+class NodeSpec(Strict):
+    """Fields a node can have; defaults and groups carry the same ones."""
+
+    provider: str | None = None
+    image: str | None = None
+    cpus: int | None = Field(None, ge=1, le=512)
+    memory: Size | None = None
+    disk: Size | None = None
+    extra_disks: list[Size] | None = None
+    networks: list[Nic] | None = None
+    roles: list[str] | None = None
+    nested_virtualization: bool | None = None
+    gpus: list[GpuSpec] | None = None
+    ports: list[Port] | None = Field(None, description="guest TCP ports forwarded to host loopback")
+    ssh_user: str | None = None
+    ssh_port: int | None = Field(None, ge=1, le=65535)
+    ssh_key: str | None = Field(None, description="private key file (existing hosts)")
+    address: str | None = Field(None, description="where an existing host already is")
+    labels: dict[str, str] | None = None
+
+
+class GroupSpec(NodeSpec):
+    count: int = Field(1, ge=0, le=10000)
+    addresses: list[str] | None = Field(None, description="existing hosts: one address per node")
+
+
+# --- kubernetes ----------------------------------------------------------------------------
+
+
+class CiliumSpec(Strict):
+    version: str
+    kube_proxy_replacement: bool = False
+    hubble: bool = False
+
+
+class CniSpec(Strict):
+    cilium: CiliumSpec | None = None
+
+
+class IstioSpec(Strict):
+    version: str
+    mode: Literal["ambient", "sidecar"] = "sidecar"
+    mtls: Literal["STRICT", "PERMISSIVE"] = "STRICT"
+
+
+class MeshSpec(Strict):
+    istio: IstioSpec | None = None
+
+
+class GpuOperatorSpec(Strict):
+    version: str
+    driver: Literal["preinstalled", "operator"] = "preinstalled"
+    mig_strategy: Literal["none", "single", "mixed"] = "none"
+
+
+Runtime = Literal["runc", "crun", "gvisor", "kata", "wasmedge", "spin"]
+
+
+class KubernetesSpec(Strict):
+    distribution: Literal["kubeadm", "k3s"] = "kubeadm"
+    version: str = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
+    control_plane: str
+    workers: list[str] | str | None = None
+    pod_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    apt_repo: str | None = Field(None, description="apt repository for kubeadm/kubelet/kubectl")
+    cni: CniSpec | None = None
+    mesh: MeshSpec | None = None
+    runtimes: list[Runtime] = Field(default_factory=lambda: ["runc"])
+    gpu_operator: GpuOperatorSpec | None = None
+
+    @property
+    def worker_groups(self) -> list[str]:
+        if self.workers is None:
+            return []
+        return [self.workers] if isinstance(self.workers, str) else list(self.workers)
+
+
+# --- ansible, verify, mirrors --------------------------------------------------------------
+
+
+class AnsiblePlay(Strict):
+    hosts: str = "all"
+    roles: list[str]
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class VerifySpec(Strict):
+    name: str | None = None
+    hosts: str = "all"
+    run: str | None = None
+    expect: str | None = None
+    expect_regex: str | None = None
+    expect_rc: int | None = None
+    retries: int = Field(0, ge=0, le=100)
+    timeout: float = Field(60, gt=0)
+    pytest: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> VerifySpec:
+        if (self.run is None) == (self.pytest is None):
+            raise ValueError("a verify entry has either run: (a command) or pytest: (a test file)")
+        if self.run is not None and not self.name:
+            raise ValueError("a verify entry with run: needs a name:")
+        expects = [x for x in (self.expect, self.expect_regex, self.expect_rc) if x is not None]
+        if len(expects) > 1:
+            raise ValueError("use one of expect, expect_regex or expect_rc")
+        return self
+
+
+class MirrorsSpec(Strict):
+    apt: str | None = None
+    registry: str | None = None
+    files: str | None = None
+
+
+# --- the lab -------------------------------------------------------------------------------
+
+
+class Lab(Strict):
+    name: Name
+    ttl: Duration = Field(86400, description="how long created resources live before the reaper may take them")
+    providers: dict[Name, ProviderSpec]
+    images: dict[Name, ImageSpec] = Field(default_factory=dict)
+    networks: dict[Name, NetworkSpec] = Field(default_factory=dict)
+    defaults: NodeSpec = Field(default_factory=NodeSpec)
+    groups: dict[Name, GroupSpec] = Field(default_factory=dict)
+    nodes: dict[Name, NodeSpec] = Field(default_factory=dict)
+    kubernetes: KubernetesSpec | None = None
+    ansible: list[AnsiblePlay] = Field(default_factory=list)
+    verify: list[VerifySpec] = Field(default_factory=list)
+    mirrors: MirrorsSpec = Field(default_factory=MirrorsSpec)

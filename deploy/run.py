@@ -1,0 +1,224 @@
+"""Execute a plan: dependency order, independent steps in parallel, checkpoints after every step.
+
+The engine knows nothing of what a step does; it looks up an executor by resource kind in
+:mod:`deploy.stages`. Rules:
+
+* a step starts when all its dependencies succeeded (``keep`` counts as success);
+* a failed step stops its dependents (recorded as ``skipped``) while independent branches finish;
+* every start and end is checkpointed in the state (atomic write), so a run killed at any
+  point resumes: a step recorded ``running`` is retried, a converged one is kept;
+* a stop request (SIGINT/SIGTERM) starts nothing new and lets in-flight steps end;
+* kinds in ``stages.BATCH_KINDS`` (configure) run as one batch of every ready resource, so
+  pyinfra connects to all hosts at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploy import stages
+from deploy.errors import LabError, PlanError, StageError
+from deploy.plan import Plan, Resource
+from deploy.stages import StepContext
+from deploy.state import LabState, ResourceRecord, StateStore
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class StepOutcome:
+    resource_id: str
+    status: str  # ok | failed | skipped | kept | interrupted
+    seconds: float = 0.0
+    error: str | None = None
+    stage: str = ""
+    host: str | None = None
+
+
+@dataclass
+class RunResult:
+    outcomes: dict[str, StepOutcome] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[StepOutcome]:
+        return [o for o in self.outcomes.values() if o.status == "failed"]
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for o in self.outcomes.values() if o.status == "ok")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+
+def unsupported_kinds(plan: Plan) -> list[str]:
+    """Resources whose stage this version cannot run (checked before any side effect)."""
+    return sorted({c.resource_id for c in plan.changes
+                   if c.action != "keep" and c.action != "delete" and c.kind not in stages.EXECUTORS})
+
+
+def require_supported(plan: Plan) -> None:
+    missing = unsupported_kinds(plan)
+    if missing:
+        raise PlanError(f"this lab needs steps that labdeploy cannot run yet: {', '.join(missing)}",
+                        hint="`deploy plan` shows the whole plan; remove those sections to deploy the rest")
+
+
+class Engine:
+    """Runs one plan against one state store."""
+
+    def __init__(self, plan: Plan, ctx: StepContext, store: StateStore, state: LabState, *,
+                 parallel: int, on_event: EventSink, stop: threading.Event | None = None) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.store = store
+        self.state = state
+        self.parallel = max(1, parallel)
+        self.emit = on_event
+        self.stop = stop or threading.Event()
+        self.result = RunResult()
+        self._running: dict[Future[dict[str, Any]], list[str]] = {}
+        self._started: dict[str, float] = {}
+
+    # --- public ----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self._delete_removed()
+        pending = {c.resource_id for c in self.plan.changes if c.action != "delete"}
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="step") as pool:
+            while pending or self._running:
+                if self.stop.is_set():
+                    self._interrupt(pending)
+                    pending.clear()
+                else:
+                    self._start_ready(pool, pending)
+                if self._running:
+                    self._collect(wait(self._running, timeout=0.5, return_when=FIRST_COMPLETED)[0])
+                elif pending:  # nothing runs and nothing can start: dependents of failures
+                    self._skip_blocked(pending)
+        return self.result
+
+    # --- scheduling -------------------------------------------------------------------------
+
+    def _status(self, rid: str) -> str | None:
+        outcome = self.result.outcomes.get(rid)
+        return outcome.status if outcome else None
+
+    def _ready(self, pending: set[str]) -> list[Resource]:
+        resources = self.plan.resources
+        return [resources[rid] for rid in sorted(pending)
+                if all(self._status(d) in ("ok", "kept") for d in resources[rid].deps)]
+
+    def _start_ready(self, pool: ThreadPoolExecutor, pending: set[str]) -> None:
+        ready = self._ready(pending)
+        for resource in ready:
+            if self.plan.action(resource.id) == "keep":
+                pending.discard(resource.id)
+                self._finish(resource, "kept", 0.0)
+        batches = self._batches([r for r in ready if r.id in pending])
+        for batch in batches:
+            if len(self._running) >= self.parallel:
+                break
+            for resource in batch:
+                pending.discard(resource.id)
+                self._begin(resource)
+            future = pool.submit(self._execute, batch)
+            self._running[future] = [r.id for r in batch]
+
+    def _batches(self, ready: list[Resource]) -> list[list[Resource]]:
+        singles = [[r] for r in ready if r.kind not in stages.BATCH_KINDS]
+        batched: dict[str, list[Resource]] = {}
+        other_work = bool(self._running) or bool(singles)
+        for resource in ready:
+            if resource.kind in stages.BATCH_KINDS and not other_work:
+                batched.setdefault(resource.kind, []).append(resource)
+        return singles + list(batched.values())
+
+    def _skip_blocked(self, pending: set[str]) -> None:
+        for rid in sorted(pending):
+            resource = self.plan.resources[rid]
+            blocker = next((d for d in resource.deps if self._status(d) not in ("ok", "kept")), "?")
+            self.result.outcomes[rid] = StepOutcome(rid, "skipped", error=f"{blocker} did not succeed",
+                                                    stage=resource.stage)
+            self.emit({"event": "step", "id": rid, "stage": resource.stage, "status": "skipped",
+                       "reason": f"{blocker} did not succeed"})
+        pending.clear()
+
+    def _interrupt(self, pending: set[str]) -> None:
+        self.result.interrupted = True
+        for rid in sorted(pending):
+            self.result.outcomes[rid] = StepOutcome(rid, "interrupted", stage=self.plan.resources[rid].stage)
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def _execute(self, batch: list[Resource]) -> dict[str, Any]:
+        return stages.execute(batch, self.ctx)
+
+    def _begin(self, resource: Resource) -> None:
+        self._started[resource.id] = time.monotonic()
+        old = self.state.resources.get(resource.id)
+        self.state.resources[resource.id] = ResourceRecord(
+            resource.id, resource.kind, resource.input_hash, "running", resource.provider,
+            outputs=old.outputs if old else {}, updated=time.time(), run_id=self.ctx.run_id)
+        self.store.save(self.state)
+        self.emit({"event": "step", "id": resource.id, "stage": resource.stage, "status": "started"})
+
+    def _collect(self, done: set[Future[dict[str, Any]]]) -> None:
+        for future in done:
+            ids = self._running.pop(future)
+            try:
+                results: dict[str, Any] = future.result()
+            except LabError as exc:
+                results = dict.fromkeys(ids, exc)
+            except Exception as exc:  # an executor bug must not lose the checkpoints of the others
+                stage = self.plan.resources[ids[0]].stage
+                results = dict.fromkeys(ids, StageError(stage, f"internal error: {exc!r}"))
+            for rid in ids:
+                self._record(self.plan.resources[rid], results.get(rid, {}))
+            self.store.save(self.state)
+
+    def _record(self, resource: Resource, result: dict[str, Any] | LabError) -> None:
+        record = self.state.resources[resource.id]
+        record.updated = time.time()
+        seconds = time.monotonic() - self._started[resource.id]
+        if isinstance(result, LabError):
+            record.status, record.error = "failed", str(result)
+            host = getattr(result, "host", None) or resource.name
+            self._finish(resource, "failed", seconds, str(result), host)
+        else:
+            record.status, record.outputs, record.error = "ok", result, None
+            self._finish(resource, "ok", seconds)
+
+    def _finish(self, resource: Resource, status: str, seconds: float, error: str | None = None,
+                host: str | None = None) -> None:
+        self.result.outcomes[resource.id] = StepOutcome(resource.id, status, seconds, error, resource.stage, host)
+        self.emit({"event": "step", "id": resource.id, "stage": resource.stage, "status": status,
+                   "seconds": round(seconds, 3), **({"error": error} if error else {})})
+
+    # --- deletions --------------------------------------------------------------------------
+
+    def _delete_removed(self) -> None:
+        for change in self.plan.changes:
+            if change.action != "delete" or self.stop.is_set():
+                continue
+            record = self.state.resources[change.resource_id]
+            started = time.monotonic()
+            try:
+                stages.destroy(record, self.ctx)
+            except LabError as exc:
+                self.result.outcomes[record.id] = StepOutcome(record.id, "failed", error=exc.message,
+                                                              stage=record.kind)
+                self.emit({"event": "step", "id": record.id, "status": "failed", "error": exc.message})
+                continue
+            del self.state.resources[record.id]
+            self.store.save(self.state)
+            self.result.outcomes[record.id] = StepOutcome(record.id, "ok", time.monotonic() - started,
+                                                          stage=record.kind)
+            self.emit({"event": "step", "id": record.id, "stage": "delete", "status": "deleted"})

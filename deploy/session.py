@@ -1,0 +1,263 @@
+"""One lab, one command: load, lock, plan, run, record. The CLI calls these and only renders.
+
+``up``: lock the lab, refresh what the state says exists, plan, refuse steps this version
+cannot run (before any side effect), run the plan, write the run's artifacts and record it.
+``destroy``: remove what the state records, then whatever the providers still find tagged
+with the lab's name (so a lost state leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from deploy.artifacts import RunArtifacts, new_run_id
+from deploy.errors import LabError, ProviderError, StageError
+from deploy.model import LoadedLab, ResolvedLab, open_lab
+from deploy.plan import Plan, make_plan
+from deploy.providers.base import ProviderContext, Tags, TaggedResource
+from deploy.run import Engine, RunResult, require_supported
+from deploy.secrets import resolve_secret
+from deploy.stages import ProviderPool, StepContext
+from deploy.state import LabState, RunRecord, StateStore
+
+log = logging.getLogger(__name__)
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class UpResult:
+    plan: Plan
+    result: RunResult
+    run_id: str
+    artifacts: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def default_parallel(plan: Plan) -> int:
+    """Enough threads for the widest stage, bounded; most steps wait on I/O or guests."""
+    return max(1, min(16, sum(1 for c in plan.changes if c.kind == "machine") or 1, (os.cpu_count() or 2) * 4))
+
+
+class LabSession:
+    def __init__(self, lab_file: Path, *, state_dir: Path | None = None,
+                 artifacts_root: Path | None = None) -> None:
+        self.lab_file = lab_file
+        self.loaded: LoadedLab
+        self.resolved: ResolvedLab
+        self.loaded, self.resolved = open_lab(lab_file)
+        name = self.resolved.name
+        self.state_dir = state_dir or lab_file.resolve().parent / ".labdeploy" / name
+        self.store = StateStore(self.state_dir, name)
+        self.artifacts_root = artifacts_root or Path("artifacts")
+
+    # --- plan -----------------------------------------------------------------------------
+
+    def plan(self, *, refresh: bool = True) -> Plan:
+        state = self.store.load()
+        pool = self._pool(self._tags(new_run_id()))
+        try:
+            missing = self._missing(state, pool) if refresh else []
+        finally:
+            pool.close()
+        return make_plan(self.resolved, state, missing)
+
+    def _missing(self, state: LabState, pool: ProviderPool) -> list[str]:
+        """Recorded machines that no longer exist on their provider (deleted behind our back)."""
+        gone = []
+        for rid, record in state.resources.items():
+            if record.kind != "machine" or record.status != "ok" or record.provider not in self.resolved.providers:
+                continue
+            name = rid.split(":", 1)[1]
+            if pool.get(record.provider or "").status(name).state == "absent":
+                gone.append(rid)
+        return gone
+
+    # --- up -------------------------------------------------------------------------------
+
+    def up(self, *, parallel: int | None = None, on_event: EventSink = lambda _e: None,
+           stop: threading.Event | None = None) -> UpResult:
+        run_id = new_run_id()
+        with self.store.locked(f"up {run_id}"):
+            artifacts = RunArtifacts(self.artifacts_root, self.resolved.name, run_id)
+            artifacts.attach_log()
+            try:
+                return self._up(run_id, artifacts, parallel, on_event, stop)
+            except LabError:
+                log.exception("run %s failed", run_id)
+                raise
+            finally:
+                artifacts.close()
+
+    def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, on_event: EventSink,
+            stop: threading.Event | None) -> UpResult:
+        tags = self._tags(run_id)
+        pool = self._pool(tags, artifacts.dir)
+        state = self.store.load()
+        record = RunRecord(run_id, "up", time.time(), artifacts=str(artifacts.dir))
+        try:
+            plan = make_plan(self.resolved, state, self._missing(state, pool))
+            require_supported(plan)
+            self._write_inputs(artifacts, plan)
+            sink = _tee(artifacts.event, on_event)
+            sink({"event": "run", "status": "started", "run_id": run_id, "lab": self.resolved.name,
+                  "counts": plan.count(), "artifacts": str(artifacts.dir)})
+            ctx = self._step_context(run_id, tags, pool, state, artifacts.dir)
+            engine = Engine(plan, ctx, self.store, state, parallel=parallel or default_parallel(plan),
+                            on_event=sink, stop=stop)
+            result = engine.run()
+        finally:
+            pool.close()
+        summary = self._finish(state, record, plan, result, artifacts)
+        sink({"event": "run", "status": summary["outcome"], "changed": result.changed})
+        if not result.ok:
+            raise _run_error(result, artifacts.dir)
+        return UpResult(plan, result, run_id, artifacts.dir, summary)
+
+    def _write_inputs(self, artifacts: RunArtifacts, plan: Plan) -> None:
+        artifacts.write_json("resolved.json", {"name": self.resolved.name, "nodes": self.resolved.nodes,
+                                               "networks": self.resolved.networks,
+                                               "images": self.resolved.images})
+        artifacts.write_json("plan.json", plan.to_json())
+        from deploy.render import plan_text
+
+        artifacts.write_text("plan.txt", plan_text(plan))
+
+    def _finish(self, state: LabState, record: RunRecord, plan: Plan, result: RunResult,
+                artifacts: RunArtifacts) -> dict[str, Any]:
+        record.finished = time.time()
+        record.outcome = "interrupted" if result.interrupted else ("ok" if result.ok else "failed")
+        record.changed = result.changed
+        state.runs.append(record)
+        self.store.save(state)
+        summary = {"lab": self.resolved.name, "run_id": record.run_id, "outcome": record.outcome,
+                   "seconds": round(record.finished - record.started, 3), "changed": result.changed,
+                   "plan": plan.count(),
+                   "steps": {k: {"status": o.status, "seconds": round(o.seconds, 3), "error": o.error}
+                             for k, o in sorted(result.outcomes.items())}}
+        artifacts.write_json("timings.json", {k: round(v, 3) for k, v in artifacts.stage_seconds.items()})
+        artifacts.write_json("summary.json", summary)
+        return summary
+
+    # --- destroy --------------------------------------------------------------------------
+
+    def destroy(self, *, on_event: EventSink = lambda _e: None) -> list[str]:
+        """Remove everything of the lab; returns what was removed."""
+        run_id = new_run_id()
+        removed: list[str] = []
+        with self.store.locked(f"destroy {run_id}"):
+            state = self.store.load()
+            pool = self._pool(self._tags(run_id))
+            try:
+                removed += self._destroy_recorded(state, pool, run_id, on_event)
+                removed += self._destroy_tagged(pool, on_event)
+            finally:
+                pool.close()
+            state.runs.append(RunRecord(run_id, "destroy", time.time(), time.time(), "ok", len(removed)))
+            self.store.save(state)
+        return removed
+
+    def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
+                          on_event: EventSink) -> list[str]:
+        from deploy.plan import _delete_order, Change
+        from deploy.stages import destroy
+
+        ctx = self._step_context(run_id, self._tags(run_id), pool, state, None)
+        order = _delete_order([Change(rid, rec.kind, "delete") for rid, rec in state.resources.items()])
+        removed = []
+        for change in order:
+            destroy(state.resources[change.resource_id], ctx)
+            del state.resources[change.resource_id]
+            self.store.save(state)
+            removed.append(change.resource_id)
+            on_event({"event": "destroy", "id": change.resource_id})
+        return removed
+
+    def _destroy_tagged(self, pool: ProviderPool, on_event: EventSink) -> list[str]:
+        removed = []
+        for name in self.resolved.providers:
+            provider = pool.get(name)
+            for found in provider.find_resources(self.resolved.name):
+                provider.delete_resource(found)
+                removed.append(f"{found.kind}:{found.name}")
+                on_event({"event": "destroy", "id": f"{found.kind}:{found.name}", "untracked": True})
+        return removed
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        state = self.store.load()
+        pool = self._pool(self._tags(new_run_id()))
+        rows = []
+        try:
+            for node in self.resolved.nodes.values():
+                record = state.resources.get(f"machine:{node.name}")
+                info = pool.get(node.provider).status(node.name) if record else None
+                rows.append({"node": node.name, "provider": node.provider,
+                             "state": info.state if info else "not created",
+                             "ssh": record.outputs.get("ssh") if record else None,
+                             "recorded": record.status if record else None})
+            tagged = [r for p in self.resolved.providers for r in _safe_find(pool, p, self.resolved.name)]
+        finally:
+            pool.close()
+        known = {f"machine:{n}" for n in self.resolved.nodes}
+        rows += [{"node": r.name, "provider": r.provider, "state": "untracked", "ssh": None,
+                  "recorded": None} for r in tagged if r.kind == "machine" and f"machine:{r.name}" not in known]
+        return rows
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _tags(self, run_id: str) -> Tags:
+        now = datetime.now(UTC)
+        return Tags(self.resolved.name, run_id, now, now + timedelta(seconds=self.resolved.ttl_seconds))
+
+    def _pool(self, tags: Tags, artifacts_dir: Path | None = None) -> ProviderPool:
+        from deploy.ssh_keys import generate_keypair
+
+        key, public = generate_keypair(self.state_dir)
+        ctx = ProviderContext(lab=self.resolved.name, state_dir=self.state_dir, artifacts_dir=artifacts_dir,
+                              ssh_private_key=key, ssh_public_key=public, log=log.info,
+                              secret=lambda ref: resolve_secret(ref, self.lab_file.parent))
+        return ProviderPool(self.resolved, ctx)
+
+    def _step_context(self, run_id: str, tags: Tags, pool: ProviderPool, state: LabState,
+                      artifacts_dir: Path | None) -> StepContext:
+        from deploy.ssh_hostkeys import known_hosts_path
+
+        return StepContext(self.resolved, self.lab_file, self.state_dir, run_id, tags, pool,
+                           known_hosts_path(self.state_dir),
+                           lambda rid: state.resources[rid].outputs if rid in state.resources else {},
+                           artifacts_dir)
+
+
+def _safe_find(pool: ProviderPool, name: str, lab: str) -> list[TaggedResource]:
+    with contextlib.suppress(ProviderError):
+        return pool.get(name).find_resources(lab)
+    return []
+
+
+def _tee(*sinks: EventSink) -> EventSink:
+    def emit(event: dict[str, Any]) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return emit
+
+
+def _run_error(result: RunResult, artifacts: Path) -> LabError:
+    if result.interrupted and not result.failed:
+        return StageError("run", "interrupted; run `deploy up` again to resume where it stopped",
+                          hint=f"artifacts: {artifacts}")
+    first = result.failed[0]
+    others = len(result.failed) - 1
+    more = f" (and {others} more failed step{'s' if others > 1 else ''})" if others else ""
+    return StageError(first.stage, f"{first.error}{more}", host=first.host,
+                      hint=f"fix it and run `deploy up` again: converged steps are kept. Log: {artifacts}/run.log")
