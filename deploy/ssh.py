@@ -1,0 +1,252 @@
+"""SSH plumbing: wait until a machine accepts the lab key, run a command on it.
+
+Reaching a machine has three phases, each bounded by one deadline (socket and paramiko
+timeouts are set from the time left, so nothing hangs past it):
+
+1. ``TCP connect``       something accepts connections on host:port
+2. ``SSH handshake``     an SSH server sends its banner and completes key exchange; its host
+                         key is checked against the :class:`HostKeyStore` (trust on first use)
+3. ``key authentication`` the server accepts the private key for the user
+
+:func:`wait_for_ssh` retries every ``poll`` seconds until all three pass; when the deadline
+passes, its error names the phase it was still waiting for, the endpoint and the last error.
+A changed host key is never retried: it fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from deploy.errors import ProviderError
+from deploy.providers.base import SshEndpoint
+from deploy.ssh_hostkeys import HostKeyStore, known_hosts_path
+from deploy.ssh_keys import fingerprint, generate_keypair, load_private_key
+
+__all__ = [
+    "CommandResult",
+    "HostKeyStore",
+    "connect",
+    "fingerprint",
+    "generate_keypair",
+    "known_hosts_path",
+    "run_command",
+    "wait_for_ssh",
+]
+
+TCP, HANDSHAKE, AUTH = "TCP connect", "SSH handshake", "key authentication"
+_HINTS = {
+    TCP: "nothing accepts connections there: is the machine running, and are address and port "
+    "(or the loopback port forward) right?",
+    HANDSHAKE: "a listener accepts TCP but no SSH server completes the handshake: is sshd running "
+    "on the machine, and is this its SSH port?",
+    AUTH: "sshd refuses the key: does the machine's authorized_keys (cloud-init, ssh_key) hold "
+    "the lab's public key for this user?",
+}
+_CHUNK = 65536
+
+# paramiko logs failed attempts (tracebacks) from its threads; we report them as errors instead.
+# Without this, Python's last-resort handler would print them to stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The outcome of a remote command; a non-zero ``rc`` is a result, not an error."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class _NotYet(Exception):
+    """One connection attempt stopped in ``phase``; retried until the deadline."""
+
+    def __init__(self, phase: str, cause: BaseException) -> None:
+        super().__init__(f"{phase}: {cause}")
+        self.phase = phase
+        self.cause = cause
+
+
+def wait_for_ssh(
+    endpoint: SshEndpoint,
+    *,
+    known_hosts: HostKeyStore | Path,
+    alias: str,
+    timeout: float,
+    poll: float = 0.5,
+) -> None:
+    """Wait until ``endpoint`` accepts its key, checking the host key of node ``alias``."""
+    connect(endpoint, known_hosts=known_hosts, alias=alias, timeout=timeout, poll=poll).close()
+
+
+def connect(
+    endpoint: SshEndpoint,
+    *,
+    known_hosts: HostKeyStore | Path,
+    alias: str,
+    timeout: float,
+    poll: float | None = None,
+) -> paramiko.Transport:
+    """An authenticated transport to ``endpoint``; the caller closes it.
+
+    With ``poll`` set, failed attempts are retried every ``poll`` seconds until ``timeout``;
+    without it, one attempt is made.
+    """
+    store = known_hosts if isinstance(known_hosts, HostKeyStore) else HostKeyStore(known_hosts)
+    pkey = load_private_key(endpoint.key_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _attempt(endpoint, store, alias, pkey, deadline)
+        except _NotYet as exc:
+            left = deadline - time.monotonic()
+            if poll is None or left <= 0:
+                raise _unreachable(endpoint, alias, timeout, exc, retried=poll is not None) from exc.cause
+            time.sleep(min(poll, left))
+
+
+def _attempt(
+    endpoint: SshEndpoint, store: HostKeyStore, alias: str, pkey: paramiko.PKey, deadline: float
+) -> paramiko.Transport:
+    try:
+        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=_left(deadline))
+    except OSError as exc:
+        raise _NotYet(TCP, exc) from exc
+    transport = paramiko.Transport(sock)
+    try:
+        _handshake(transport, endpoint, store, alias, deadline)
+        _authenticate(transport, endpoint, pkey, deadline)
+    except BaseException:
+        transport.close()
+        sock.close()
+        raise
+    return transport
+
+
+def _handshake(
+    transport: paramiko.Transport, endpoint: SshEndpoint, store: HostKeyStore, alias: str, deadline: float
+) -> None:
+    transport.banner_timeout = transport.handshake_timeout = _left(deadline)
+    options = transport.get_security_options()
+    options.key_types = _preferred_key_types(store.keys(alias), options.key_types)
+    try:
+        transport.start_client(timeout=_left(deadline))
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise _NotYet(HANDSHAKE, exc) from exc
+    try:
+        key = transport.get_remote_server_key()
+    except paramiko.SSHException as exc:  # start_client returns unfinished at its timeout
+        seen = "no key exchange" if transport.remote_version else "no SSH banner"
+        raise _NotYet(HANDSHAKE, TimeoutError(f"{seen} before the deadline")) from exc
+    store.verify(alias, key, where=f"{endpoint.host}:{endpoint.port}")
+
+
+def _preferred_key_types(recorded: dict[str, paramiko.PKey], default: Sequence[str]) -> list[str]:
+    """Ask the server for the recorded key type first, so a known host shows the known key."""
+    first: list[str] = []
+    for name in recorded:
+        first += ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if name == "ssh-rsa" else [name]
+    return first + [name for name in default if name not in first]
+
+
+def _authenticate(
+    transport: paramiko.Transport, endpoint: SshEndpoint, pkey: paramiko.PKey, deadline: float
+) -> None:
+    transport.auth_timeout = _left(deadline)
+    try:
+        transport.auth_publickey(endpoint.user, pkey)
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise _NotYet(AUTH, exc) from exc
+    if not transport.is_authenticated():  # partial success: the server wants a second factor
+        raise _NotYet(AUTH, paramiko.AuthenticationException("server asks for more than a key"))
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.05)
+
+
+def _unreachable(
+    endpoint: SshEndpoint, alias: str, timeout: float, exc: _NotYet, *, retried: bool
+) -> ProviderError:
+    where = f"{endpoint.user}@{endpoint.host}:{endpoint.port} (node {alias!r}, key {endpoint.key_path})"
+    cause = f"{type(exc.cause).__name__}: {exc.cause}".rstrip(": ")
+    head = f"timed out after {timeout:g}s waiting for {exc.phase}" if retried else f"{exc.phase} failed"
+    return ProviderError(f"{head} to {where}; last error: {cause}", hint=_HINTS[exc.phase])
+
+
+def run_command(
+    endpoint: SshEndpoint,
+    command: str,
+    *,
+    known_hosts: HostKeyStore | Path,
+    alias: str,
+    timeout: float,
+) -> CommandResult:
+    """Run ``command`` on ``endpoint`` (one connection attempt) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    transport = connect(endpoint, known_hosts=known_hosts, alias=alias, timeout=timeout)
+    expired = threading.Event()
+
+    def expire() -> None:  # closing the transport at the deadline unblocks every paramiko wait
+        expired.set()
+        transport.close()
+
+    watchdog = threading.Timer(_left(deadline), expire)
+    watchdog.start()
+    try:
+        channel = transport.open_session(timeout=_left(deadline))
+        channel.exec_command(command)
+        out, err = _collect(channel, deadline)
+        if not channel.status_event.wait(_left(deadline)) or expired.is_set():
+            raise TimeoutError
+        return CommandResult(channel.recv_exit_status(), _text(out), _text(err))
+    except TimeoutError:
+        raise _command_timeout(alias, command, timeout) from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        if expired.is_set():
+            raise _command_timeout(alias, command, timeout) from None
+        raise ProviderError(f"running a command on node {alias!r} failed: {exc}") from exc
+    finally:
+        watchdog.cancel()
+        transport.close()
+
+
+def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+    """Read stdout and stderr together (reading one alone can stall the other) until EOF."""
+    out, err = bytearray(), bytearray()
+    while True:
+        if channel.recv_ready():
+            out += channel.recv(_CHUNK)
+        elif channel.recv_stderr_ready():
+            err += channel.recv_stderr(_CHUNK)
+        elif channel.eof_received or channel.closed:
+            return bytes(out), bytes(err)
+        elif time.monotonic() >= deadline:
+            raise TimeoutError
+        else:
+            select.select([channel], [], [], min(deadline - time.monotonic(), 1.0))
+
+
+def _command_timeout(alias: str, command: str, timeout: float) -> ProviderError:
+    shown = command if len(command) <= 60 else command[:57] + "..."
+    return ProviderError(
+        f"command `{shown}` on node {alias!r} did not finish within {timeout:g}s",
+        hint="raise the timeout, or check what the command waits for on the machine",
+    )
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
