@@ -245,7 +245,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+def cmd_doctor(_args: argparse.Namespace) -> int:
     from deploy.doctor import run_checks
 
     findings = run_checks()

@@ -203,7 +203,10 @@ def diff(lab: str, resources: dict[str, Resource], state: LabState,
 
 def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str, Change]) -> Change:
     record = state.resources.get(resource.id)
-    make = lambda action, reason: Change(resource.id, resource.kind, action, reason)  # noqa: E731
+
+    def make(action: str, reason: str) -> Change:
+        return Change(resource.id, resource.kind, action, reason)
+
     if record is None:
         return make("create", "new")
     if record.status in ("failed", "running", "interrupted"):

@@ -61,7 +61,7 @@ class RunResult:
 def unsupported_kinds(plan: Plan) -> list[str]:
     """Resources whose stage this version cannot run (checked before any side effect)."""
     return sorted({c.resource_id for c in plan.changes
-                   if c.action != "keep" and c.action != "delete" and c.kind not in stages.EXECUTORS})
+                   if c.action not in {"keep", "delete"} and c.kind not in stages.EXECUTORS})
 
 
 def require_supported(plan: Plan) -> None:

@@ -23,7 +23,7 @@ from deploy.artifacts import RunArtifacts, new_run_id
 from deploy.errors import LabError, ProviderError, StageError
 from deploy.model import LoadedLab, ResolvedLab, open_lab
 from deploy.plan import Plan, make_plan
-from deploy.providers.base import ProviderContext, Tags, TaggedResource
+from deploy.providers.base import ProviderContext, TaggedResource, Tags
 from deploy.run import Engine, RunResult, require_supported
 from deploy.secrets import resolve_secret
 from deploy.stages import ProviderPool, StepContext
@@ -63,7 +63,7 @@ class LabSession:
 
     def plan(self, *, refresh: bool = True) -> Plan:
         state = self.store.load()
-        pool = self._pool(self._tags(new_run_id()))
+        pool = self._pool()
         try:
             missing = self._missing(state, pool) if refresh else []
         finally:
@@ -75,7 +75,7 @@ class LabSession:
         gone = []
         for rid, record in state.resources.items():
             if record.kind != "machine" or record.status != "ok" or record.provider not in self.resolved.providers:
-                continue
+                continue  # only converged machines of known providers can have vanished
             name = rid.split(":", 1)[1]
             if pool.get(record.provider or "").status(name).state == "absent":
                 gone.append(rid)
@@ -100,7 +100,7 @@ class LabSession:
     def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, on_event: EventSink,
             stop: threading.Event | None) -> UpResult:
         tags = self._tags(run_id)
-        pool = self._pool(tags, artifacts.dir)
+        pool = self._pool(artifacts.dir)
         state = self.store.load()
         record = RunRecord(run_id, "up", time.time(), artifacts=str(artifacts.dir))
         try:
@@ -155,7 +155,7 @@ class LabSession:
         removed: list[str] = []
         with self.store.locked(f"destroy {run_id}"):
             state = self.store.load()
-            pool = self._pool(self._tags(run_id))
+            pool = self._pool()
             try:
                 removed += self._destroy_recorded(state, pool, run_id, on_event)
                 removed += self._destroy_tagged(pool, on_event)
@@ -167,7 +167,7 @@ class LabSession:
 
     def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
                           on_event: EventSink) -> list[str]:
-        from deploy.plan import _delete_order, Change
+        from deploy.plan import Change, _delete_order
         from deploy.stages import destroy
 
         ctx = self._step_context(run_id, self._tags(run_id), pool, state, None)
@@ -195,7 +195,7 @@ class LabSession:
 
     def status(self) -> list[dict[str, Any]]:
         state = self.store.load()
-        pool = self._pool(self._tags(new_run_id()))
+        pool = self._pool()
         rows = []
         try:
             for node in self.resolved.nodes.values():
@@ -219,7 +219,7 @@ class LabSession:
         now = datetime.now(UTC)
         return Tags(self.resolved.name, run_id, now, now + timedelta(seconds=self.resolved.ttl_seconds))
 
-    def _pool(self, tags: Tags, artifacts_dir: Path | None = None) -> ProviderPool:
+    def _pool(self, artifacts_dir: Path | None = None) -> ProviderPool:
         from deploy.ssh_keys import generate_keypair
 
         key, public = generate_keypair(self.state_dir)

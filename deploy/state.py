@@ -119,8 +119,8 @@ class StateStore:
         except FileNotFoundError:
             return LabState(self.lab)
         except (OSError, ValueError) as exc:
-            raise StateError(f"state file {self.path} cannot be read: {exc}",
-                             hint=f"move {self.path} away to start fresh; `deploy destroy` still finds resources by their tags") from None
+            hint = f"move {self.path} away to start fresh; `deploy destroy` finds resources by their tags"
+            raise StateError(f"state file {self.path} cannot be read: {exc}", hint=hint) from None
         if data.get("version", 0) > STATE_VERSION:
             raise StateError(f"state file {self.path} was written by a newer labdeploy",
                              hint="upgrade labdeploy")

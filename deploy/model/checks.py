@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from deploy.errors import ConfigError, Problem
@@ -40,7 +40,7 @@ def _field_path(loaded: LoadedLab, resolved: ResolvedLab, node: str, name: str) 
     return resolved.sources.get(node, ("nodes", node))
 
 
-def _names(mapping: dict[str, object]) -> str:
+def _names(mapping: Mapping[str, object]) -> str:
     return ", ".join(sorted(mapping)) or "(none defined)"
 
 
@@ -93,7 +93,7 @@ def check_group_overrides(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[
             count = resolved.lab.groups[match.group("group")].count
             yield _problem(loaded, ("nodes", name),
                            f"node {name} overrides a node that group {match.group('group')} does not have "
-                           f"(count is {count})", f"raise the group's count or rename the node")
+                           f"(count is {count})", "raise the group's count or rename the node")
 
 
 def check_networks(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:

@@ -136,10 +136,8 @@ def data_path(loc: tuple[Any, ...], data: Any) -> PathKey:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if (isinstance(node, dict) and part in node) or in_list:
             out.append(part)
             node = node[part]
     return tuple(out)
@@ -200,7 +198,9 @@ def _model_at(annotation: Any, path: PathKey, data: Any) -> type[BaseModel] | No
     if not path:
         return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     head, rest = path[0], path[1:]
-    child = data[head] if isinstance(data, dict | list) else None
+    child = data.get(head) if isinstance(data, dict) else None
+    if isinstance(data, list) and isinstance(head, int):
+        child = data[head]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         info = annotation.model_fields.get(str(head))
         return _model_at(info.annotation, rest, child) if info else None

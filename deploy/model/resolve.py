@@ -9,17 +9,18 @@ then the next free host address) so /etc/hosts, DHCP reservations and checks agr
 from __future__ import annotations
 
 import hashlib
-import itertools
 import ipaddress
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from deploy.model.resolved import GpuDevice, Nic, PortForward, ResolvedImage, ResolvedNetwork, ResolvedNode
-from deploy.model.schema import GroupSpec, ImageSpec, Lab, NetworkSpec, NodeSpec
+from deploy.model.schema import AnyProvider, GroupSpec, ImageSpec, Lab, NetworkSpec, NodeSpec
 
-BUILTIN = NodeSpec(cpus=1, memory="1GiB", disk="10GiB", networks=[], roles=[],
-                   nested_virtualization=False, gpus=[], ports=[], extra_disks=[], labels={})
+BUILTIN = NodeSpec.model_validate({"cpus": 1, "memory": "1GiB", "disk": "10GiB", "networks": [], "roles": [],
+                                   "nested_virtualization": False, "gpus": [], "ports": [], "extra_disks": [],
+                                   "labels": {}})
 NODE_NAME = re.compile(r"^(?P<group>.+)-(?P<index>\d+)$")
 
 
@@ -27,7 +28,7 @@ NODE_NAME = re.compile(r"^(?P<group>.+)-(?P<index>\d+)$")
 class ResolvedLab:
     name: str
     lab: Lab
-    providers: dict[str, Any]
+    providers: dict[str, AnyProvider]
     images: dict[str, ResolvedImage]
     networks: dict[str, ResolvedNetwork]
     nodes: dict[str, ResolvedNode]

@@ -113,10 +113,8 @@ class ExistingProviderSpec(Strict):
     connect_timeout: float = Field(20.0, gt=0)
 
 
-ProviderSpec = Annotated[
-    LibvirtProviderSpec | VsphereProviderSpec | VagrantProviderSpec | ExistingProviderSpec,
-    Field(discriminator="kind"),
-]
+AnyProvider = LibvirtProviderSpec | VsphereProviderSpec | VagrantProviderSpec | ExistingProviderSpec
+ProviderSpec = Annotated[AnyProvider, Field(discriminator="kind")]
 
 # --- images --------------------------------------------------------------------------------
 
@@ -300,7 +298,7 @@ class KubernetesSpec(Strict):
     apt_repo: str | None = Field(None, description="apt repository for kubeadm/kubelet/kubectl")
     cni: CniSpec | None = None
     mesh: MeshSpec | None = None
-    runtimes: list[Runtime] = Field(default_factory=lambda: ["runc"])
+    runtimes: list[Runtime] = Field(default_factory=lambda: list[Runtime](["runc"]))
     gpu_operator: GpuOperatorSpec | None = None
 
     @property

@@ -74,7 +74,7 @@ class ProviderContext:
     ssh_public_key: str | None = None
     image_cache: Path | None = None
     log: Callable[[str], None] = lambda _msg: None
-    secret: Callable[[Any], str] = lambda ref: str(ref)
+    secret: Callable[[Any], str] = str
 
 
 class Provider(abc.ABC):
@@ -92,7 +92,7 @@ class Provider(abc.ABC):
 
     def prepare_image(self, image: ResolvedImage) -> dict[str, Any]:
         """Make ``image`` available on this endpoint; returns outputs kept in the state."""
-        return {}
+        return {"image": image.name}
 
     @abc.abstractmethod
     def create_network(self, net: ResolvedNetwork, tags: Tags) -> dict[str, Any]: ...

@@ -1,0 +1,56 @@
+# Two commands on a fresh Debian machine (run as root, or with sudo available):
+#   make run    install everything, then deploy and verify the quickstart lab on local libvirt
+#   make test   install everything, then lint, type-check and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .make
+LAB ?= labs/quickstart/lab.yaml
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon-system \
+  qemu-system-x86 qemu-utils mmdebstrap openssh-server openssh-client iproute2 nftables procps \
+  ca-certificates
+
+.PHONY: run test setup system python services lint typecheck pytest destroy clean
+
+run: setup
+	$(BIN)/deploy up $(LAB)
+
+destroy: setup
+	$(BIN)/deploy destroy $(LAB)
+
+test: setup lint typecheck pytest
+
+setup: system python services
+
+# Debian packages (idempotent; the stamp changes when the package list does)
+$(STAMPS)/system-$(shell echo '$(DEBIAN_PACKAGES)' | md5sum | cut -c1-8):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)
+	mkdir -p $(STAMPS) && touch $@
+system: $(STAMPS)/system-$(shell echo '$(DEBIAN_PACKAGES)' | md5sum | cut -c1-8)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+$(STAMPS)/python: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	mkdir -p $(STAMPS) && touch $@
+python: $(STAMPS)/python
+
+# libvirtd and virtlogd: through systemd where it runs, started by hand where no init does
+services:
+	@scripts/ensure-services.sh
+
+lint:
+	$(BIN)/ruff check deploy tests bench
+
+typecheck:
+	$(BIN)/mypy deploy
+
+pytest:
+	$(BIN)/pytest -q --timeout=1800 tests; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
+
+clean:
+	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache
