@@ -1,0 +1,110 @@
+"""What each container runtime needs on a node: Debian packages, files, a containerd handler.
+
+One table, read by ``settings.validate_settings`` (before any side effect) and by the
+``runtimes`` and ``containerd`` deploys. Runtimes with no Debian package (gVisor, Kata, the
+runwasi shims) come from the lab's files mirror and are checked against sha256 sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MirrorFile:
+    """A file fetched from ``mirrors.files``: its name there and where it goes on the node."""
+
+    name: str
+    dest: str
+    mode: str = "755"
+    unpack_to: str | None = None  # tarballs: extracted into this directory
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A containerd runtime handler (``[...containerd.runtimes.<name>]``)."""
+
+    name: str
+    runtime_type: str
+    binary: str  # the file that must exist on the node for the handler to work
+    binary_name: str | None = None  # runc-compatible runtimes: options.BinaryName
+    config_path: str | None = None  # options.ConfigPath (kata)
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    name: str
+    packages: tuple[str, ...] = ()
+    files: tuple[MirrorFile, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()  # (link path, target)
+    handler: Handler | None = None
+    optional_files: bool = False  # files only add the handler; the runtime works without them
+
+
+RUNC_V2 = "io.containerd.runc.v2"
+_SHIM_DIR = "/usr/local/bin"
+
+RUNTIMES: dict[str, RuntimeSpec] = {
+    "runc": RuntimeSpec("runc", packages=("runc",), handler=Handler("runc", RUNC_V2, "/usr/sbin/runc", None)),
+    "crun": RuntimeSpec("crun", packages=("crun",), handler=Handler("crun", RUNC_V2, "/usr/bin/crun", "/usr/bin/crun")),
+    "gvisor": RuntimeSpec(
+        "gvisor",
+        files=(
+            MirrorFile("runsc", f"{_SHIM_DIR}/runsc"),
+            MirrorFile("containerd-shim-runsc-v1", f"{_SHIM_DIR}/containerd-shim-runsc-v1"),
+        ),
+        handler=Handler("runsc", "io.containerd.runsc.v1", f"{_SHIM_DIR}/containerd-shim-runsc-v1"),
+    ),
+    "kata": RuntimeSpec(
+        "kata",
+        files=(MirrorFile("kata-static.tar.xz", "/var/cache/labdeploy/kata-static.tar.xz", "644", "/"),),
+        links=((f"{_SHIM_DIR}/containerd-shim-kata-v2", "/opt/kata/bin/containerd-shim-kata-v2"),),
+        handler=Handler(
+            "kata",
+            "io.containerd.kata.v2",
+            "/opt/kata/bin/containerd-shim-kata-v2",
+            config_path="/opt/kata/share/defaults/kata-containers/configuration.toml",
+        ),
+    ),
+    "wasmedge": RuntimeSpec(
+        "wasmedge",
+        packages=("wasmedge",),
+        files=(MirrorFile("containerd-shim-wasmedge-v1", f"{_SHIM_DIR}/containerd-shim-wasmedge-v1"),),
+        handler=Handler("wasmedge", "io.containerd.wasmedge.v1", f"{_SHIM_DIR}/containerd-shim-wasmedge-v1"),
+        optional_files=True,
+    ),
+    "spin": RuntimeSpec(
+        "spin",
+        files=(MirrorFile("containerd-shim-spin-v2", f"{_SHIM_DIR}/containerd-shim-spin-v2"),),
+        handler=Handler("spin", "io.containerd.spin.v2", f"{_SHIM_DIR}/containerd-shim-spin-v2"),
+    ),
+}
+
+
+def runtime(name: str) -> RuntimeSpec:
+    """The spec of ``name``; KeyError names the supported runtimes."""
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise KeyError(f"unknown runtime {name!r}; supported: {', '.join(sorted(RUNTIMES))}") from None
+
+
+def uses_files(spec: RuntimeSpec, checksums: dict[str, str]) -> bool:
+    """Whether the files of ``spec`` are to be fetched (optional ones only when a checksum is given)."""
+    if not spec.files:
+        return False
+    if spec.optional_files:
+        return all(f.name in checksums for f in spec.files)
+    return True
+
+
+def handlers_for(runtimes: tuple[str, ...], checksums: dict[str, str]) -> list[Handler]:
+    """The containerd handlers of ``runtimes``; runc always comes first (the default)."""
+    names = ("runc", *(r for r in runtimes if r != "runc"))
+    handlers = []
+    for name in names:
+        spec = runtime(name)
+        if spec.handler is None or (spec.optional_files and not uses_files(spec, checksums)):
+            continue
+        handlers.append(spec.handler)
+    return handlers

@@ -1,0 +1,51 @@
+"""Container runtime installers: Debian packages where they exist, mirror files with sha256 otherwise."""
+
+from __future__ import annotations
+
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, files, server
+
+from deploy.configure.catalog import MirrorFile, RuntimeSpec, runtime, uses_files
+from deploy.configure.deploys import OpSink
+from deploy.configure.settings import ConfigureSettings
+
+
+def packages(settings: ConfigureSettings) -> list[str]:
+    """Debian packages of every requested runtime (runc always: containerd's default) and the extras."""
+    names = ("runc", *settings.runtimes)
+    return sorted({pkg for name in names for pkg in runtime(name).packages} | set(settings.extra_packages))
+
+
+def deploy(ops: OpSink, settings: ConfigureSettings) -> None:
+    ops.apt_lists()
+    ops.add("packages", apt.packages, packages=packages(settings), no_recommends=True)
+    for name in settings.runtimes:
+        spec = runtime(name)
+        if uses_files(spec, settings.file_checksums):
+            _files(ops, settings, spec)
+
+
+def _files(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec) -> None:
+    for item in spec.files:
+        fetched = _download(ops, settings, spec, item)
+        if item.unpack_to:
+            ops.add(
+                f"{spec.name}: unpack {item.name}",
+                server.shell,
+                commands=[f"tar -xf {item.dest} -C {item.unpack_to}"],
+                _if=fetched.did_change,
+            )
+    for link, target in spec.links:
+        ops.add(f"{spec.name}: link {link}", files.link, path=link, target=target)
+
+
+def _download(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec, item: MirrorFile) -> OperationMeta:
+    mirror = (settings.mirrors_files or "").rstrip("/")
+    return ops.add(
+        f"{spec.name}: {item.name} from the files mirror",
+        files.download,
+        src=f"{mirror}/{item.name}",
+        dest=item.dest,
+        sha256sum=settings.file_checksums[item.name],
+        mode=item.mode,
+    )

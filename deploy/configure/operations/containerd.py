@@ -1,0 +1,119 @@
+"""containerd operations: config.toml with runtime handlers, registry mirrors, handler binaries."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Generator
+from typing import Any
+
+from pyinfra.api.exceptions import OperationValueError
+from pyinfra.api.operation import operation
+from pyinfra.context import host
+from pyinfra.facts.files import File
+
+from deploy.configure.facts import TomlFile, parse_toml
+from deploy.configure.operations import put_text
+
+CRI = 'plugins."io.containerd.grpc.v1.cri"'
+HEADER = "# managed by labdeploy; local edits are overwritten\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _table(name: str, values: dict[str, object]) -> str:
+    body = "".join(f"  {key} = {_toml_value(val)}\n" for key, val in values.items())
+    return f"\n[{name}]\n{body}"
+
+
+def _handler_tables(handler: dict[str, Any], systemd_cgroup: bool) -> str:
+    prefix = f"{CRI}.containerd.runtimes.{handler['name']}"
+    text = _table(prefix, {"runtime_type": handler["runtime_type"]})
+    options: dict[str, object] = {}
+    if handler.get("binary_name"):
+        options["BinaryName"] = handler["binary_name"]
+    if handler.get("config_path"):
+        options["ConfigPath"] = handler["config_path"]
+    if handler["runtime_type"] == "io.containerd.runc.v2":
+        options["SystemdCgroup"] = systemd_cgroup
+    return text + (_table(f"{prefix}.options", options) if options else "")
+
+
+def render_config(
+    handlers: list[dict[str, Any]],
+    systemd_cgroup: bool = True,
+    registry_config_path: str = "/etc/containerd/certs.d",
+    default_runtime: str = "runc",
+) -> str:
+    """containerd 1.7 config.toml (version 2) with one CRI runtime table per handler."""
+    text = HEADER + "version = 2\n"
+    text += _table(f"{CRI}.containerd", {"default_runtime_name": default_runtime})
+    text += "".join(_handler_tables(h, systemd_cgroup) for h in handlers)
+    return text + _table(f"{CRI}.registry", {"config_path": registry_config_path})
+
+
+@operation()
+def config(
+    handlers: list[dict[str, Any]],
+    path: str = "/etc/containerd/config.toml",
+    systemd_cgroup: bool = True,
+    registry_config_path: str = "/etc/containerd/certs.d",
+) -> Generator[Any]:
+    """Render config.toml; rewrite it only when its parsed content differs (formatting is ignored)."""
+    names = [h["name"] for h in handlers]
+    if len(set(names)) != len(names):
+        raise_duplicate(names)
+    text = render_config(handlers, systemd_cgroup, registry_config_path)
+    current = host.get_fact(TomlFile, path=path)
+    if current == parse_toml(text):
+        host.noop(f"containerd config has handlers {', '.join(names)}")
+        return
+    yield from put_text(path, text)
+
+
+def raise_duplicate(names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    raise OperationValueError(f"containerd runtime handlers must be unique; repeated: {', '.join(dupes)}")
+
+
+def render_hosts_toml(registry: str, mirror: str) -> str:
+    """certs.d/<registry>/hosts.toml sending pulls to ``mirror`` first (plain http unless a scheme)."""
+    upstream = "https://registry-1.docker.io" if registry == "docker.io" else f"https://{registry}"
+    url = mirror if "://" in mirror else f"http://{mirror}"
+    return HEADER + f'server = "{upstream}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
+
+
+@operation()
+def registry_mirror(
+    mirror: str, registry: str = "docker.io", config_path: str = "/etc/containerd/certs.d"
+) -> Generator[Any]:
+    """Point pulls from ``registry`` at ``mirror`` (containerd's hosts.toml)."""
+    path = f"{config_path}/{registry}/hosts.toml"
+    text = render_hosts_toml(registry, mirror)
+    if host.get_fact(TomlFile, path=path) == parse_toml(text):
+        host.noop(f"pulls from {registry} go to {mirror}")
+        return
+    yield from put_text(path, text)
+
+
+@operation()
+def handler_binary(handler: str, binary: str) -> Generator[Any]:
+    """Fail clearly when a runtime handler's binary is missing.
+
+    The binary may be installed earlier in the same pass, so a missing file at prepare time
+    yields a check that runs at execution time; a present file is a noop.
+    """
+    if host.get_fact(File, path=binary):
+        host.noop(f"handler {handler}: {binary} is present")
+        return
+    message = (
+        f"containerd runtime handler {handler!r} needs {binary}, which is not on the node; "
+        f"install the {handler} runtime or remove it from kubernetes.runtimes"
+    )
+    yield f"test -x {shlex.quote(binary)} || {{ echo {shlex.quote(message)} >&2; exit 1; }}"

@@ -1,0 +1,100 @@
+"""What the configure deploys need from the lab, and the checks made before any side effect."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from deploy.configure.catalog import RUNTIMES, runtime, uses_files
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_K8S_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class ConfigureSettings:
+    """Lab-wide inputs of the configure stage (already resolved; secrets never belong here)."""
+
+    hosts: dict[str, str] = field(default_factory=dict)  # node name -> lab network address
+    mirrors_apt: str | None = None
+    mirrors_registry: str | None = None
+    mirrors_files: str | None = None
+    runtimes: tuple[str, ...] = ("runc",)
+    kubernetes_version: str | None = None
+    kubernetes_apt_repo: str | None = None  # a deb line's URI + suite, e.g. "https://m/core:/stable:/v1.31/deb/ /"
+    kubernetes_apt_key: str | None = None  # URL of the repository's signing key (ASCII armoured)
+    file_checksums: dict[str, str] = field(default_factory=dict)  # mirror file name -> sha256
+    timezone: str | None = None
+    ntp_servers: tuple[str, ...] = ()  # empty: time sync is left as the image has it
+    extra_packages: tuple[str, ...] = ()  # Debian packages for every node with a runtime role
+    domain: str | None = None  # DNS domain appended to node names in /etc/hosts
+
+
+def validate_settings(settings: ConfigureSettings, roles_by_node: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Every problem that would make the configure stage fail halfway, found before it starts."""
+    from deploy.configure.deploys import steps_for_roles
+
+    steps = {step for roles in roles_by_node.values() for step in steps_for_roles(roles)}
+    problems = _check_mirrors(settings)
+    if "runtimes" in steps or "containerd" in steps:
+        problems += _check_runtimes(settings)
+    if "k8s_node" in steps:
+        problems += _check_kubernetes(settings)
+    return problems
+
+
+def _check_mirrors(settings: ConfigureSettings) -> list[str]:
+    problems = []
+    for name in ("mirrors_apt", "mirrors_files"):
+        value = getattr(settings, name)
+        if value is not None and not re.match(r"^https?://", value):
+            problems.append(f"{name} must be an http(s) URL, got {value!r}")
+    registry = settings.mirrors_registry
+    if registry is not None and ("/" in registry.split("://", 1)[-1] or not registry):
+        problems.append(f"mirrors_registry must be host[:port] (optionally with a scheme), got {registry!r}")
+    return problems
+
+
+def _check_runtimes(settings: ConfigureSettings) -> list[str]:
+    problems = []
+    for name in settings.runtimes:
+        if name not in RUNTIMES:
+            problems.append(f"unknown runtime {name!r}; supported runtimes: {', '.join(sorted(RUNTIMES))}")
+            continue
+        problems += _check_runtime_files(settings, name)
+    return problems
+
+
+def _check_runtime_files(settings: ConfigureSettings, name: str) -> list[str]:
+    spec = runtime(name)
+    if not uses_files(spec, settings.file_checksums):
+        return []
+    files = ", ".join(f.name for f in spec.files)
+    if settings.mirrors_files is None:
+        return [
+            f"runtime {name!r} needs {files} from a files mirror (no Debian package exists), "
+            "but mirrors.files is not set; set mirrors.files or drop the runtime"
+        ]
+    problems = []
+    for item in spec.files:
+        checksum = settings.file_checksums.get(item.name, "")
+        if not _SHA256.match(checksum):
+            problems.append(
+                f"runtime {name!r} needs the sha256 of {item.name!r} (64 lowercase hex digits), "
+                f"got {checksum or 'none'}; add it to the file checksums"
+            )
+    return problems
+
+
+def _check_kubernetes(settings: ConfigureSettings) -> list[str]:
+    problems = []
+    version = settings.kubernetes_version
+    if version is None or not _K8S_VERSION.match(version):
+        problems.append(f"role k8s-node needs kubernetes.version like '1.31' or '1.31.2', got {version!r}")
+    if not settings.kubernetes_apt_repo:
+        problems.append(
+            "role k8s-node needs an apt repository with kubeadm/kubelet/kubectl "
+            "(kubernetes apt repo); set it to your mirror of pkgs.k8s.io"
+        )
+    return problems
