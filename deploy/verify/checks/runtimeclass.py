@@ -1,0 +1,134 @@
+"""RuntimeClass checks: one pod per runtime proves its sandbox.
+
+gVisor reports the gVisor kernel, Kata runs a guest kernel other than the node's, Wasm prints its
+module's output, runc/crun run a plain container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from deploy.verify.checks import pods
+from deploy.verify.context import Check, VerifyContext
+from deploy.verify.retry import CheckFailure, Deadline
+
+MARKER = "labdeploy-runtime-ok"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    runtime_class: str
+    handler: str
+
+
+SANDBOXES = {
+    "runc": Sandbox("runc", "runc"),
+    "crun": Sandbox("crun", "crun"),
+    "gvisor": Sandbox("gvisor", "runsc"),
+    "kata": Sandbox("kata", "kata"),
+    "wasmedge": Sandbox("wasmedge", "wasmedge"),
+}
+
+
+def checks(ctx: VerifyContext) -> list[Check]:
+    deadline = Deadline(timeout=ctx.cluster.pod_timeout * 2, interval=10, attempts=2)
+    return [
+        Check(
+            f"{runtime} sandbox",
+            "runtimeclass",
+            partial(check_runtime, ctx, runtime),
+            None,
+            ctx.kubectl(
+                f"get runtimeclass {SANDBOXES[runtime].runtime_class if runtime in SANDBOXES else runtime}"
+                " -o yaml; kubectl get events"
+            ),
+            deadline,
+        )
+        for runtime in ctx.runtimes
+    ]
+
+
+def proof_pod(ctx: VerifyContext, runtime: str, node: str | None) -> dict[str, Any]:
+    """The pod that proves ``runtime``: what it runs depends on the sandbox."""
+    images = ctx.cluster.images
+    rc = SANDBOXES[runtime].runtime_class
+    name = pods.unique(f"rc-{runtime}")
+    if runtime == "wasmedge":
+        return pods.pod_manifest(
+            name, images.wasm, ["/wasi-demo-app.wasm", "echo", MARKER], runtime_class=rc, node=node
+        )
+    script = {"gvisor": "dmesg; uname -a", "kata": "echo kernel=$(uname -r)"}.get(runtime, "true")
+    return pods.pod_manifest(name, images.shell, ["sh", "-c", f"{script}; echo {MARKER}"], runtime_class=rc, node=node)
+
+
+def proof_problem(runtime: str, logs: str, node_kernel: str | None) -> str | None:
+    """Why the pod's output does not prove the sandbox, or None."""
+    if MARKER not in logs:
+        return f"no {MARKER!r} in the pod's output"
+    if runtime == "gvisor" and "gvisor" not in logs.lower():
+        return "dmesg/uname show the host kernel, not gVisor's (is the runsc handler really gVisor?)"
+    if runtime == "kata":
+        guest = next((line.split("=", 1)[1].strip() for line in logs.splitlines() if line.startswith("kernel=")), "")
+        if not guest or guest == node_kernel:
+            return f"guest kernel {guest!r} equals the node's {node_kernel!r}: the pod is not in a VM"
+    return None
+
+
+def check_runtime(ctx: VerifyContext, runtime: str) -> None:
+    if runtime not in SANDBOXES:
+        raise CheckFailure(f"runtime {runtime!r}", expected=f"one of {', '.join(SANDBOXES)}", seen=runtime)
+    api = ctx.api()
+    _require_runtime_class(ctx, runtime)
+    result = pods.run_pod(api, ctx.cluster.namespace, proof_pod(ctx, runtime, None), ctx.cluster.pod_timeout)
+    kernel = _node_kernel(api, result.node)
+    problem = (f"pod phase {result.phase}" if result.phase != "Succeeded" else None) or proof_problem(
+        runtime, result.logs, kernel
+    )
+    if problem:
+        raise CheckFailure(
+            f"{runtime} sandbox",
+            node=result.node,
+            expected=_promise(runtime),
+            seen=f"{problem}; pod {result.name} output: {result.logs}",
+            reproduce=ctx.kubectl(f"get runtimeclass {SANDBOXES[runtime].runtime_class} -o yaml"),
+        )
+
+
+def _promise(runtime: str) -> str:
+    return {
+        "gvisor": "dmesg reports gVisor",
+        "kata": "a guest kernel other than the node's",
+        "wasmedge": f"the Wasm module prints {MARKER!r}",
+    }.get(runtime, f"the container prints {MARKER!r}")
+
+
+def _require_runtime_class(ctx: VerifyContext, runtime: str) -> None:
+    want = SANDBOXES[runtime]
+    try:
+        found: Any = client.NodeV1Api(ctx.api()).read_runtime_class(want.runtime_class)
+    except ApiException as exc:
+        raise CheckFailure(
+            f"RuntimeClass {want.runtime_class}",
+            expected=f"handler {want.handler}",
+            seen=f"{exc.status} {exc.reason}",
+            reproduce=ctx.kubectl("get runtimeclass"),
+        ) from None
+    if found.handler != want.handler:
+        raise CheckFailure(
+            f"RuntimeClass {want.runtime_class}",
+            expected=f"handler {want.handler}",
+            seen=f"handler {found.handler}",
+            reproduce=ctx.kubectl("get runtimeclass -o wide"),
+        )
+
+
+def _node_kernel(api: Any, node: str | None) -> str | None:
+    if not node:
+        return None
+    info = pods.core(api).read_node(node).status.node_info
+    return str(info.kernel_version) if info else None
