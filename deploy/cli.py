@@ -5,6 +5,7 @@
     deploy plan LAB             what `up` would do; exit 0 no changes, 2 changes, 1 error
     deploy up LAB               converge the lab (resumes after a failure or a kill)
     deploy destroy LAB          remove everything of the lab, tracked or only tagged
+    deploy verify LAB           prove each layer works (JUnit, HTML and JSON reports)
     deploy status LAB           machines and their state
     deploy graph LAB            the resource DAG (--format mermaid|dot|html)
     deploy schema               the lab file's JSON Schema
@@ -29,7 +30,7 @@ from rich.table import Table
 from deploy import __version__
 from deploy.errors import ConfigError, LabError
 
-COMMANDS = ("validate", "plan", "up", "destroy", "status", "graph", "schema", "doctor")
+COMMANDS = ("validate", "plan", "up", "verify", "destroy", "status", "graph", "schema", "doctor")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labdeploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (("validate", "check a lab file"), ("plan", "show what up would change"),
-                       ("up", "create, configure and verify the lab"), ("destroy", "remove the lab"),
+                       ("up", "create, configure and verify the lab"), ("verify", "prove the lab works"),
+                       ("destroy", "remove the lab"),
                        ("status", "show the lab's machines"), ("graph", "draw the resource graph")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("lab", type=Path, help="the lab.yaml file")
@@ -52,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--parallel", type=int, help="steps at once (default: sized to the work)")
     up.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="where run folders go")
     up.add_argument("--quiet", action="store_true", help="print only the result")
+    up.add_argument("--no-verify", action="store_true", help="skip the post-deploy checks")
+    verify = sub.choices["verify"]
+    verify.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="where run folders go")
+    verify.add_argument("--kubeconfig", type=Path, help="check a cluster built elsewhere")
+    verify.add_argument("--junit", type=Path, help="also write the JUnit XML here")
+    verify.add_argument("--html", type=Path, help="also write the HTML report here")
     sub.choices["destroy"].add_argument("--quiet", action="store_true")
     sub.choices["graph"].add_argument("--format", choices=("mermaid", "dot", "html"), default="mermaid")
     schema = sub.add_parser("schema", help="write the lab JSON Schema")
@@ -136,7 +144,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     view = _Progress(args.output, args.quiet)
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = session.up(parallel=args.parallel, on_event=view.event, stop=stop)
+        result = session.up(parallel=args.parallel, on_event=view.event, stop=stop, verify=not args.no_verify)
     finally:
         view.close()
         for sig, handler in previous.items():
@@ -148,19 +156,39 @@ def cmd_up(args: argparse.Namespace) -> int:
         out.print(f"No changes: lab {session.resolved.name} is up to date (every step converged).")
     else:
         out.print(f"Lab {session.resolved.name} is up: {result.result.changed} steps applied.")
+    if result.verify:
+        _print_verify(result.verify)
     _print_access(session)
     out.print(f"Artifacts: {result.artifacts}")
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    session = _session(args, artifacts_root=args.artifacts)
+    report = session.verify(kubeconfig=args.kubeconfig, junit=args.junit, html=args.html)
+    if args.output == "json":
+        out.print_json(json.dumps({"passed": report.passed, "failed": report.failed, "skipped": report.skipped}))
+    else:
+        _print_verify(report)
+    return 0
+
+
+def _print_verify(report: Any) -> None:
+    out.print(f"Verified: {report.passed} passed, {report.failed} failed, {report.skipped} skipped "
+              f"(report: {report.html or report.junit})")
+
+
 def _print_access(session: Any) -> None:
+    from deploy.ssh_hostkeys import known_hosts_path
+
     state = session.store.load()
+    known = known_hosts_path(session.state_dir)
     for name in session.resolved.nodes:
         record = state.resources.get(f"machine:{name}")
         ssh = record.outputs.get("ssh") if record else None
         if ssh:
-            out.print(f"  ssh -i {ssh['key']} -p {ssh['port']} -o HostKeyAlias={name} "
-                      f"{ssh['user']}@{ssh['host']}   # {name}", markup=False)
+            out.print(f"  {name}: ssh -i {ssh['key']} -p {ssh['port']} -o UserKnownHostsFile={known} "
+                      f"-o HostKeyAlias={name} {ssh['user']}@{ssh['host']}", markup=False)
 
 
 class _Progress:
@@ -189,6 +217,9 @@ class _Progress:
             total = sum(v for k, v in counts.items() if k != "delete")
             self.progress.start()
             self.task = self.progress.add_task(f"lab {event['lab']}", total=total)
+        elif event.get("event") in ("progress", "verify", "pass") and self.task is not None:
+            text = event.get("message") or f"{event['event']} {event.get('status', event.get('pass', ''))}"
+            self.progress.update(self.task, description=str(text)[:100])
         elif event.get("event") == "step" and self.task is not None:
             status = event["status"]
             if status in ("ok", "kept", "failed", "skipped", "interrupted"):
@@ -257,7 +288,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return 0 if all(f.ok for f in findings) else 1
 
 
-HANDLERS = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "destroy": cmd_destroy,
+HANDLERS = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "verify": cmd_verify, "destroy": cmd_destroy,
             "status": cmd_status, "graph": cmd_graph, "schema": cmd_schema, "doctor": cmd_doctor}
 
 

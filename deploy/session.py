@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploy.artifacts import RunArtifacts, new_run_id
-from deploy.errors import LabError, ProviderError, StageError
+from deploy.errors import LabError, ProviderError, StageError, VerificationError
 from deploy.model import LoadedLab, ResolvedLab, open_lab
 from deploy.plan import Plan, make_plan
 from deploy.providers.base import ProviderContext, TaggedResource, Tags
@@ -28,6 +28,9 @@ from deploy.run import Engine, RunResult, require_supported
 from deploy.secrets import resolve_secret
 from deploy.stages import ProviderPool, StepContext
 from deploy.state import LabState, RunRecord, StateStore
+
+if TYPE_CHECKING:
+    from deploy.verify import VerifyReport
 
 log = logging.getLogger(__name__)
 EventSink = Callable[[dict[str, Any]], None]
@@ -40,6 +43,7 @@ class UpResult:
     run_id: str
     artifacts: Path
     summary: dict[str, Any] = field(default_factory=dict)
+    verify: VerifyReport | None = None
 
 
 def default_parallel(plan: Plan) -> int:
@@ -84,33 +88,35 @@ class LabSession:
     # --- up -------------------------------------------------------------------------------
 
     def up(self, *, parallel: int | None = None, on_event: EventSink = lambda _e: None,
-           stop: threading.Event | None = None) -> UpResult:
+           stop: threading.Event | None = None, verify: bool = True) -> UpResult:
         run_id = new_run_id()
         with self.store.locked(f"up {run_id}"):
             artifacts = RunArtifacts(self.artifacts_root, self.resolved.name, run_id)
             artifacts.attach_log()
             try:
-                return self._up(run_id, artifacts, parallel, on_event, stop)
+                result = self._up(run_id, artifacts, parallel, _tee(artifacts.event, on_event), stop)
+                if verify:
+                    result.verify = self._verify(artifacts.dir / "verify", artifacts.event, on_event)
+                return result
             except LabError:
                 log.exception("run %s failed", run_id)
                 raise
             finally:
                 artifacts.close()
 
-    def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, on_event: EventSink,
+    def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, sink: EventSink,
             stop: threading.Event | None) -> UpResult:
         tags = self._tags(run_id)
-        pool = self._pool(artifacts.dir)
+        pool = self._pool(artifacts.dir, sink)
         state = self.store.load()
         record = RunRecord(run_id, "up", time.time(), artifacts=str(artifacts.dir))
         try:
             plan = make_plan(self.resolved, state, self._missing(state, pool))
             require_supported(plan)
             self._write_inputs(artifacts, plan)
-            sink = _tee(artifacts.event, on_event)
             sink({"event": "run", "status": "started", "run_id": run_id, "lab": self.resolved.name,
                   "counts": plan.count(), "artifacts": str(artifacts.dir)})
-            ctx = self._step_context(run_id, tags, pool, state, artifacts.dir)
+            ctx = self._step_context(run_id, tags, pool, state, artifacts.dir, sink=sink)
             engine = Engine(plan, ctx, self.store, state, parallel=parallel or default_parallel(plan),
                             on_event=sink, stop=stop)
             result = engine.run()
@@ -219,23 +225,73 @@ class LabSession:
         now = datetime.now(UTC)
         return Tags(self.resolved.name, run_id, now, now + timedelta(seconds=self.resolved.ttl_seconds))
 
-    def _pool(self, artifacts_dir: Path | None = None) -> ProviderPool:
+    def _pool(self, artifacts_dir: Path | None = None, sink: EventSink | None = None) -> ProviderPool:
         from deploy.ssh_keys import generate_keypair
 
         key, public = generate_keypair(self.state_dir)
+
+        def progress(message: str) -> None:
+            log.info("%s", message)
+            if sink:
+                sink({"event": "progress", "message": message})
+
         ctx = ProviderContext(lab=self.resolved.name, state_dir=self.state_dir, artifacts_dir=artifacts_dir,
-                              ssh_private_key=key, ssh_public_key=public, log=log.info,
+                              ssh_private_key=key, ssh_public_key=public, log=progress,
                               secret=lambda ref: resolve_secret(ref, self.lab_file.parent))
         return ProviderPool(self.resolved, ctx)
 
     def _step_context(self, run_id: str, tags: Tags, pool: ProviderPool, state: LabState,
-                      artifacts_dir: Path | None) -> StepContext:
+                      artifacts_dir: Path | None, *, sink: EventSink = lambda _e: None) -> StepContext:
         from deploy.ssh_hostkeys import known_hosts_path
 
         return StepContext(self.resolved, self.lab_file, self.state_dir, run_id, tags, pool,
                            known_hosts_path(self.state_dir),
                            lambda rid: state.resources[rid].outputs if rid in state.resources else {},
-                           artifacts_dir)
+                           artifacts_dir, sink)
+
+    # --- verify ---------------------------------------------------------------------------
+
+    def verify(self, *, out_dir: Path | None = None, kubeconfig: Path | None = None, junit: Path | None = None,
+               html: Path | None = None, on_event: EventSink = lambda _e: None) -> VerifyReport:
+        """Run the lab's checks against what the state says exists."""
+        run_id = new_run_id()
+        artifacts = RunArtifacts(self.artifacts_root, self.resolved.name, run_id)
+        artifacts.attach_log()
+        try:
+            return self._verify(out_dir or artifacts.dir / "verify", artifacts.event, on_event,
+                                kubeconfig=kubeconfig, junit=junit, html=html)
+        finally:
+            artifacts.close()
+
+    def _verify(self, out_dir: Path, *sinks: EventSink, kubeconfig: Path | None = None,
+                junit: Path | None = None, html: Path | None = None) -> VerifyReport:
+        from deploy import inputs
+        from deploy.verify import run_verify
+
+        state = self.store.load()
+        missing = [n for n in self.resolved.nodes if f"machine:{n}" not in state.resources]
+        if missing:
+            raise VerificationError(f"nodes {', '.join(missing)} have not been created",
+                                    hint="run `deploy up` first")
+        kubeconfig = kubeconfig or (self.state_dir / "kubeconfig" if (self.state_dir / "kubeconfig").exists()
+                                    else None)
+        emit = _tee(*sinks)
+        emit({"event": "verify", "status": "started"})
+        outputs = lambda rid: state.resources[rid].outputs  # noqa: E731
+        known = inputs.export_known_hosts(self.state_dir, list(self.resolved.nodes.values()), outputs)
+        report = run_verify(
+            inputs.verify_targets(self.resolved, outputs),
+            inputs.verify_entries(self.resolved), known_hosts=known,
+            kubeconfig=kubeconfig, runtimes=inputs.runtimes(self.resolved),
+            layers=inputs.verify_layers(self.resolved, kubeconfig), out_dir=out_dir, junit=junit, html=html,
+            lab_file_dir=self.lab_file.resolve().parent, cluster=inputs.cluster_expect(self.resolved))
+        emit({"event": "verify", "status": "failed" if report.failed else "ok", "passed": report.passed,
+              "failed": report.failed, "skipped": report.skipped})
+        if report.failed:
+            names = [f"{r.layer}/{r.node or '-'}: {r.name}" for r in report.failures()]
+            raise VerificationError(f"{report.failed} of {report.total} checks failed: " + "; ".join(names),
+                                    failed=names, hint=f"reports: {out_dir}")
+        return report
 
 
 def _safe_find(pool: ProviderPool, name: str, lab: str) -> list[TaggedResource]:

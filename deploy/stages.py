@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class StepContext:
     known_hosts: Path
     outputs_of: Callable[[str], Outputs]
     artifacts_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    emit: Callable[[dict[str, Any]], None] = lambda _event: None
 
 
 def per_resource(step: Callable[[Resource, StepContext], Outputs]) -> Executor:
@@ -94,21 +94,14 @@ def _machine(resource: Resource, ctx: StepContext) -> Outputs:
     info = provider.create_machine(ctx.resolved.nodes[resource.name], ctx.tags)
     if info.ssh is None:
         raise StageError("machines", "the provider reported no SSH endpoint", host=resource.name)
-    ssh = info.ssh
-    return {"state": info.state, "ssh": {"host": ssh.host, "port": ssh.port, "user": ssh.user,
-                                         "key": str(ssh.key_path)},
+    return {"state": info.state, "ssh": info.ssh.to_outputs(),
             "ports": {str(k): v for k, v in info.ports.items()}, "addresses": info.addresses}
-
-
-def endpoint_from(outputs: Outputs) -> SshEndpoint:
-    ssh = outputs["ssh"]
-    return SshEndpoint(ssh["host"], int(ssh["port"]), ssh["user"], Path(ssh["key"]))
 
 
 def _reachable(resource: Resource, ctx: StepContext) -> Outputs:
     from deploy.ssh import wait_for_ssh
 
-    endpoint = endpoint_from(ctx.outputs_of(f"machine:{resource.name}"))
+    endpoint = SshEndpoint.from_outputs(ctx.outputs_of(f"machine:{resource.name}")["ssh"])
     try:
         wait_for_ssh(endpoint, known_hosts=ctx.known_hosts, alias=resource.name, timeout=REACHABLE_TIMEOUT)
     except ProviderError as exc:
@@ -116,13 +109,33 @@ def _reachable(resource: Resource, ctx: StepContext) -> Outputs:
     return {"ssh": f"{endpoint.user}@{endpoint.host}:{endpoint.port}"}
 
 
+def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
+    """One pyinfra pass over every host of the batch, then the idempotence pass."""
+    from deploy import inputs
+    from deploy.configure.driver import configure
+
+    nodes = [ctx.resolved.nodes[r.name] for r in batch]
+    targets = [inputs.host_target(node, ctx.outputs_of) for node in nodes]
+    try:
+        known = inputs.export_known_hosts(ctx.state_dir, nodes, ctx.outputs_of)
+        result = configure(targets, inputs.configure_settings(ctx.resolved), known_hosts=known, on_event=ctx.emit)
+    except LabError as exc:
+        return {r.id: exc for r in batch}
+    outputs: dict[str, Outputs | LabError] = {}
+    for resource in batch:
+        host = result.hosts.get(resource.name)
+        outputs[resource.id] = {"changed": host.changed if host else [], "ops": len(host.ops) if host else 0}
+    return outputs
+
+
 EXECUTORS: dict[str, Executor] = {
     "image": per_resource(_image),
     "network": per_resource(_network),
     "machine": per_resource(_machine),
     "reachable": per_resource(_reachable),
+    "configure": _configure,
 }
-BATCH_KINDS: set[str] = set()
+BATCH_KINDS: set[str] = {"configure"}
 
 
 def execute(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from deploy.errors import ConfigError, Problem
@@ -17,14 +19,30 @@ from deploy.model.load import LoadedLab, PathKey
 from deploy.model.resolve import NODE_NAME, ResolvedLab
 
 Check = Callable[[LoadedLab, ResolvedLab], Iterator[Problem]]
+_NODE_IN_MESSAGE = re.compile(r"^node \S+?(?=[: ])|(?<=left for )\S+$")
 IMAGE_SOURCES = {"libvirt": {"build", "file", "url"}, "vagrant": {"build", "file", "url"},
                  "vsphere": {"template", "ova"}, "existing": set()}
 
 
 def check_lab(loaded: LoadedLab, resolved: ResolvedLab) -> None:
-    problems = [p for check in CHECKS for p in check(loaded, resolved)]
+    problems = _merge_per_node([p for check in CHECKS for p in check(loaded, resolved)])
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.location.line or 0, p.location.column or 0)))
+
+
+def _merge_per_node(problems: list[Problem]) -> list[Problem]:
+    """One mistake in a group or the defaults is one problem, not one per node of the group."""
+    same: dict[tuple[object, ...], list[Problem]] = {}
+    for problem in problems:
+        key = (problem.location, problem.hint, _NODE_IN_MESSAGE.sub("*", problem.message))
+        same.setdefault(key, []).append(problem)
+    merged = []
+    for group in same.values():
+        extra = len(group) - 1
+        first = group[0]
+        merged.append(replace(first, message=f"{first.message} (and {extra} more node{'s' * (extra > 1)})")
+                      if extra else first)
+    return merged
 
 
 def _problem(loaded: LoadedLab, path: PathKey, message: str, hint: str = "") -> Problem:
@@ -114,6 +132,7 @@ def check_networks(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem
 
 def check_addresses(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
     seen: Counter[tuple[str, str]] = Counter()
+    cidrs = {n.name: ipaddress.ip_network(n.cidr) for n in resolved.networks.values() if n.cidr}
     for node in resolved.nodes.values():
         for nic in node.nics:
             net = resolved.networks.get(nic.network)
@@ -123,7 +142,7 @@ def check_addresses(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Proble
                 yield _problem(loaded, ("networks", net.name, "cidr"),
                                f"network {net.name} ({net.cidr}) has no free address left for {node.name}",
                                "use a larger cidr")
-            elif ipaddress.ip_address(nic.ip) not in ipaddress.ip_network(net.cidr):
+            elif ipaddress.ip_address(nic.ip) not in cidrs[net.name]:
                 yield _problem(loaded, _field_path(loaded, resolved, node.name, "networks"),
                                f"node {node.name}: address {nic.ip} is outside network {net.name} ({net.cidr})",
                                "pick an address inside the network's cidr")
@@ -150,9 +169,15 @@ def check_kubernetes(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Probl
     if k8s.gpu_operator and not any(n.gpus for n in resolved.nodes.values()):
         yield _problem(loaded, ("kubernetes", "gpu_operator"), "the GPU operator needs at least one node with gpus:",
                        "add gpus: [{pci: '0000:3b:00.0'}] to a node, or remove gpu_operator")
-    needs_files = sorted({"gvisor", "kata"} & set(k8s.runtimes))
+
+
+def check_runtime_mirrors(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    lab = resolved.lab
+    runtimes = lab.runtimes if lab.runtimes is not None else (lab.kubernetes.runtimes if lab.kubernetes else [])
+    path: PathKey = ("runtimes",) if lab.runtimes is not None else ("kubernetes", "runtimes")
+    needs_files = sorted({"gvisor", "kata"} & set(runtimes))
     if needs_files and not resolved.lab.mirrors.files:
-        yield _problem(loaded, ("kubernetes", "runtimes"),
+        yield _problem(loaded, path,
                        f"runtimes {', '.join(needs_files)} have no Debian package and are fetched from mirrors.files",
                        "set mirrors: {files: http://your-file-mirror/} holding runsc and kata-static")
 
@@ -197,4 +222,5 @@ def check_host_ports(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Probl
 
 
 CHECKS: list[Check] = [check_node_references, check_group_overrides, check_networks, check_addresses,
-                       check_kubernetes, check_host_selectors, check_verify_files, check_host_ports]
+                       check_kubernetes, check_runtime_mirrors, check_host_selectors, check_verify_files,
+                       check_host_ports]

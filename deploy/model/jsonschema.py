@@ -10,8 +10,7 @@ from deploy.model.schema import Lab
 
 def lab_schema() -> dict[str, Any]:
     schema = Lab.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "labdeploy lab file",
-            **schema}
+    return {**schema, "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "labdeploy lab file"}
 
 
 def schema_text() -> str:

@@ -20,7 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from deploy.errors import ConfigError, Location, Problem
-from deploy.model.schema import Lab
+from deploy.model.schema import Lab, ProviderSpec
 
 PathKey = tuple[str | int, ...]
 
@@ -78,8 +78,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
                                    "fix the YAML syntax at that line (indentation, quotes, colons)")]) from None
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad unicode)
         raise ConfigError([Problem(f"YAML syntax: {exc}", Location(file), "fix the YAML syntax")]) from None
-    positions = Positions(file)
-    return _plain(raw, (), positions), positions
+    positions = Positions(file, {(): (1, 1)})
+    try:
+        return _plain(raw, (), positions), positions
+    except RecursionError:  # an alias inside itself (`&a [*a]`) or absurd nesting
+        raise ConfigError([Problem("YAML nests too deep (an anchor used inside itself?)", Location(file, 1, 1),
+                                   "remove the recursive alias (&name ... *name)")]) from None
 
 
 def _plain(node: Any, path: PathKey, positions: Positions) -> Any:
@@ -153,11 +157,16 @@ def _problem(err: Any, data: Any, positions: Positions) -> Problem:
         return Problem(f"missing key {missing!r}", positions.locate(path),
                        f"add `{missing}:` under {format_path(path)}")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tags = err.get("ctx", {}).get("expected_tags", "")
+        tags = err.get("ctx", {}).get("expected_tags") or _provider_kinds()
         seen = err.get("ctx", {}).get("tag", "")
         message = f"unknown provider kind {seen!r}" if seen else "a provider needs kind:"
         return Problem(message, positions.locate(path), f"kind is one of {tags}")
     return Problem(_message(err), positions.locate(path), _hint(err))
+
+
+def _provider_kinds() -> str:
+    members = typing.get_args(typing.get_args(ProviderSpec)[0])
+    return ", ".join(repr(typing.get_args(m.model_fields["kind"].annotation)[0]) for m in members)
 
 
 def _message(err: Any) -> str:
@@ -172,8 +181,10 @@ def _message(err: Any) -> str:
 
 
 def _hint(err: Any) -> str:
-    if err["type"] in ("int_parsing", "int_type", "float_parsing", "bool_parsing", "bool_type"):
-        return f"write a {err['type'].split('_')[0]}, not {err['input']!r}"
+    wanted = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+    kind = str(err["type"]).split("_")[0]
+    if kind in wanted and err["type"].endswith(("_parsing", "_type")):
+        return f"write {wanted[kind]}, not {err['input']!r}"
     return ""
 
 

@@ -190,6 +190,16 @@ class NetworkSpec(Strict):
         return self
 
 
+class _Shorthand:
+    """JSON Schema for a field that also accepts a shorthand (``networks: [mgmt]``, ``ports: [22]``)."""
+
+    def __init__(self, shorthand: dict[str, Any]) -> None:
+        self.shorthand = shorthand
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: Any) -> dict[str, Any]:
+        return {"anyOf": [self.shorthand, handler(core)]}
+
+
 def _nic(value: object) -> object:
     return {"network": value} if isinstance(value, str) else value
 
@@ -209,7 +219,7 @@ class NicSpec(Strict):
         return value
 
 
-Nic = Annotated[NicSpec, BeforeValidator(_nic)]
+Nic = Annotated[NicSpec, BeforeValidator(_nic), _Shorthand({"type": "string", "description": "network name"})]
 
 
 class GpuSpec(Strict):
@@ -225,7 +235,8 @@ class PortSpec(Strict):
     host: int | None = Field(None, ge=1, le=65535)
 
 
-Port = Annotated[PortSpec, BeforeValidator(_port)]
+Port = Annotated[PortSpec, BeforeValidator(_port),
+                 _Shorthand({"type": "integer", "minimum": 1, "maximum": 65535, "description": "guest port"})]
 
 # --- nodes ---------------------------------------------------------------------------------
 
@@ -359,6 +370,8 @@ class Lab(Strict):
     groups: dict[Name, GroupSpec] = Field(default_factory=dict)
     nodes: dict[Name, NodeSpec] = Field(default_factory=dict)
     kubernetes: KubernetesSpec | None = None
+    runtimes: list[Runtime] | None = Field(
+        None, description="container runtimes on nodes with a containerd role (default: kubernetes.runtimes)")
     ansible: list[AnsiblePlay] = Field(default_factory=list)
     verify: list[VerifySpec] = Field(default_factory=list)
     mirrors: MirrorsSpec = Field(default_factory=MirrorsSpec)

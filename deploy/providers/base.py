@@ -40,6 +40,14 @@ class SshEndpoint:
     user: str
     key_path: Path
 
+    def to_outputs(self) -> dict[str, Any]:
+        """The form kept in the state (paths as strings)."""
+        return {"host": self.host, "port": self.port, "user": self.user, "key": str(self.key_path)}
+
+    @classmethod
+    def from_outputs(cls, data: dict[str, Any]) -> SshEndpoint:
+        return cls(data["host"], int(data["port"]), data["user"], Path(data["key"]))
+
 
 @dataclass(frozen=True)
 class MachineInfo:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import Any
 
 from deploy.verify.context import Check, VerifyContext
 from deploy.verify.model import VerifyTarget
@@ -16,15 +17,24 @@ def checks(ctx: VerifyContext) -> list[Check]:
     found: list[Check] = []
     for t in ctx.targets:
         shell = ctx.shell(t)
-        found += [
-            Check(
-                "ssh with recorded host key",
-                "nodes",
-                partial(check_ssh, ctx, t),
-                t.name,
-                shell.reproduce("true"),
-                Deadline(timeout=30, interval=3),
-            ),
+        found += _node_checks(ctx, t, shell)
+    return found
+
+
+def _node_checks(ctx: VerifyContext, t: VerifyTarget, shell: Any) -> list[Check]:
+    """The checks of one node; hostname and /etc/hosts only where the lab manages them."""
+    found = [
+        Check(
+            "ssh with recorded host key",
+            "nodes",
+            partial(check_ssh, ctx, t),
+            t.name,
+            shell.reproduce("true"),
+            Deadline(timeout=30, interval=3),
+        ),
+    ]
+    if t.hostname:
+        found.append(
             Check(
                 "hostname",
                 "nodes",
@@ -32,7 +42,10 @@ def checks(ctx: VerifyContext) -> list[Check]:
                 t.name,
                 shell.reproduce("hostname"),
                 Deadline(timeout=10, interval=2),
-            ),
+            )
+        )
+    if t.hosts_entries:
+        found.append(
             Check(
                 "/etc/hosts",
                 "nodes",
@@ -40,16 +53,18 @@ def checks(ctx: VerifyContext) -> list[Check]:
                 t.name,
                 shell.reproduce("cat /etc/hosts"),
                 Deadline(timeout=10, interval=2),
-            ),
-            Check(
-                "clock in sync",
-                "nodes",
-                partial(check_clock, ctx, t),
-                t.name,
-                shell.reproduce("date +%s.%N"),
-                Deadline(timeout=60, interval=5),
-            ),
-        ]
+            )
+        )
+    found.append(
+        Check(
+            "clock in sync",
+            "nodes",
+            partial(check_clock, ctx, t),
+            t.name,
+            shell.reproduce("date +%s.%N"),
+            Deadline(timeout=60, interval=5),
+        )
+    )
     return found
 
 

@@ -1,0 +1,127 @@
+"""What the lower layers receive from a resolved lab: configure settings, host targets, verify targets.
+
+The configure and verify packages never see the lab model; these functions translate it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deploy.configure.inventory import HostTarget
+from deploy.configure.settings import ConfigureSettings
+from deploy.model.resolve import ResolvedLab
+from deploy.model.resolved import ResolvedNode
+from deploy.providers.base import SshEndpoint
+from deploy.verify import ClusterExpect, VerifyEntry, VerifyTarget
+
+CONTAINER_ROLES = {"containerd", "k8s-node", "k8s-control-plane", "k8s-worker"}
+Outputs = Callable[[str], dict[str, Any]]
+
+
+def lab_address(node: ResolvedNode) -> str | None:
+    """The node's address on its first lab (nat/isolated) network, if it has one."""
+    return next((nic.ip for nic in node.nics if nic.ip and nic.mode in ("nat", "isolated")), None)
+
+
+def runtimes(resolved: ResolvedLab) -> tuple[str, ...]:
+    lab = resolved.lab
+    if lab.runtimes is not None:
+        return tuple(lab.runtimes)
+    return tuple(lab.kubernetes.runtimes) if lab.kubernetes else ("runc",)
+
+
+def configure_settings(resolved: ResolvedLab) -> ConfigureSettings:
+    lab = resolved.lab
+    hosts = {n.name: addr for n in resolved.nodes.values() if (addr := lab_address(n))}
+    k8s = lab.kubernetes
+    return ConfigureSettings(
+        hosts=hosts,
+        mirrors_apt=lab.mirrors.apt,
+        mirrors_registry=lab.mirrors.registry,
+        mirrors_files=lab.mirrors.files,
+        runtimes=runtimes(resolved),
+        kubernetes_version=k8s.version if k8s else None,
+        kubernetes_apt_repo=k8s.apt_repo if k8s else None,
+        domain=resolved.name,
+    )
+
+
+def endpoint(outputs: dict[str, Any]) -> SshEndpoint:
+    return SshEndpoint.from_outputs(outputs["ssh"])
+
+
+def host_target(node: ResolvedNode, outputs: Outputs) -> HostTarget:
+    groups = (node.group,) if node.group else ()
+    return HostTarget(node.name, endpoint(outputs(f"machine:{node.name}")), node.roles, groups)
+
+
+def export_known_hosts(state_dir: Path, nodes: list[ResolvedNode], outputs: Outputs) -> Path:
+    """An OpenSSH known_hosts file (``[host]:port key``) of the nodes' recorded host keys.
+
+    Keys are recorded per node name (forwarded ports move between labs); pyinfra, testinfra and
+    ssh look keys up by address and port, so each run writes this view of the current endpoints.
+    """
+    from deploy.ssh_hostkeys import HostKeyStore, known_hosts_path
+
+    path = state_dir / "ssh_known_hosts"
+    endpoints = {}
+    for node in nodes:
+        ssh = outputs(f"machine:{node.name}").get("ssh")
+        if ssh:
+            endpoints[node.name] = (ssh["host"], int(ssh["port"]))
+    HostKeyStore(known_hosts_path(state_dir)).export_known_hosts(path, endpoints)
+    return path
+
+
+def verify_targets(resolved: ResolvedLab, outputs: Outputs) -> list[VerifyTarget]:
+    """Nodes with what the lab promises about them: hostname and /etc/hosts where managed."""
+    settings = configure_settings(resolved)
+    managed_hosts = tuple((addr, name) for name, addr in sorted(settings.hosts.items()))
+    targets = []
+    for node in resolved.nodes.values():
+        kind = resolved.providers[node.provider].kind
+        configured = "base" in node.roles or bool(CONTAINER_ROLES & set(node.roles))
+        targets.append(VerifyTarget(
+            name=node.name, group=node.group, roles=node.roles,
+            ssh=endpoint(outputs(f"machine:{node.name}")),
+            hostname=node.name if kind != "existing" or configured else "",
+            hosts_entries=managed_hosts if configured else (),
+            labels=node.labels, gpus=len(node.gpus)))
+    return targets
+
+
+def verify_entries(resolved: ResolvedLab) -> list[VerifyEntry]:
+    entries = []
+    for index, spec in enumerate(resolved.lab.verify):
+        name = spec.name or (f"pytest {spec.pytest}" if spec.pytest else f"verify[{index}]")
+        entries.append(VerifyEntry(name=name, hosts=spec.hosts, run=spec.run, expect=spec.expect,
+                                   expect_regex=spec.expect_regex, expect_rc=spec.expect_rc,
+                                   retries=spec.retries, timeout=spec.timeout, pytest=spec.pytest))
+    return entries
+
+
+def verify_layers(resolved: ResolvedLab, kubeconfig: Path | None) -> set[str]:
+    layers = {"nodes"}
+    if any(CONTAINER_ROLES & set(n.roles) for n in resolved.nodes.values()):
+        layers.add("runtimes")
+    k8s = resolved.lab.kubernetes
+    if kubeconfig and k8s:
+        layers |= {"kubernetes", "runtimeclass"}
+        layers |= {"cilium"} if k8s.cni and k8s.cni.cilium else set()
+        layers |= {"istio"} if k8s.mesh and k8s.mesh.istio else set()
+        layers |= {"gpu"} if k8s.gpu_operator else set()
+    return layers
+
+
+def cluster_expect(resolved: ResolvedLab) -> ClusterExpect:
+    k8s = resolved.lab.kubernetes
+    if k8s is None:
+        return ClusterExpect()
+    istio = k8s.mesh.istio if k8s.mesh else None
+    return ClusterExpect(
+        kube_proxy_replacement=bool(k8s.cni and k8s.cni.cilium and k8s.cni.cilium.kube_proxy_replacement),
+        istio_mode=istio.mode if istio else "sidecar",
+        mtls_strict=istio.mtls == "STRICT" if istio else True,
+        mig_strategy=k8s.gpu_operator.mig_strategy if k8s.gpu_operator else None)
