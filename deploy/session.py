@@ -236,7 +236,7 @@ class LabSession:
                 sink({"event": "progress", "message": message})
 
         ctx = ProviderContext(lab=self.resolved.name, state_dir=self.state_dir, artifacts_dir=artifacts_dir,
-                              ssh_private_key=key, ssh_public_key=public, log=progress,
+                              ssh_private_key=key, ssh_public_key=public, log=progress, nodes=self.resolved.nodes,
                               secret=lambda ref: resolve_secret(ref, self.lab_file.parent))
         return ProviderPool(self.resolved, ctx)
 

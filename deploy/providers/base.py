@@ -83,6 +83,7 @@ class ProviderContext:
     image_cache: Path | None = None
     log: Callable[[str], None] = lambda _msg: None
     secret: Callable[[Any], str] = str
+    nodes: dict[str, ResolvedNode] = field(default_factory=dict)  # the lab's nodes, by name
 
 
 class Provider(abc.ABC):

@@ -72,11 +72,13 @@ class ExistingProvider(Provider):
     def status(self, name: str) -> MachineInfo:
         """``running`` when the machine answers over SSH, ``unknown`` otherwise.
 
-        Only machines passed to :meth:`create_machine` in this process are known by name.
+        Nodes are known from :meth:`create_machine` or from the lab (``ctx.nodes``).
         """
         endpoint = self._endpoints.get(name)
+        if endpoint is None and name in self.ctx.nodes:
+            endpoint = self._endpoint(self.ctx.nodes[name])
         if endpoint is None:
-            return MachineInfo(name=name, state="unknown", extra={"reason": "not checked in this run"})
+            return MachineInfo(name=name, state="unknown", extra={"reason": "not a node of this lab"})
         try:
             wait_for_ssh(endpoint, known_hosts=self.known_hosts, alias=name, timeout=self.connect_timeout)
         except ProviderError as exc:
