@@ -1,0 +1,190 @@
+"""The image builder's decisions: recipes and cache keys, validation, mirror, disk layout,
+errors from a failing mmdebstrap (a real run against a closed loopback port)."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.errors import ConfigError
+from deploy.images import ImageBuildError, builder, ensure_image
+from deploy.images.cache import atomic_output, default_cache_dir, entry_lock, recipe_key
+from deploy.images.disk import GIB, PART_START, disk_size_for, mbr
+from deploy.model.resolved import ResolvedImage
+
+MIRROR = "http://deb.debian.org/debian"
+
+
+def build(release: str = "bookworm", packages: tuple[str, ...] = (), distro: str = "debian") -> ResolvedImage:
+    return ResolvedImage(name="img", source="build", distro=distro, release=release, packages=packages)
+
+
+def test_cache_key_ignores_package_order_and_duplicates() -> None:
+    one = builder.entry_name(build(packages=("curl", "jq")), MIRROR)
+    two = builder.entry_name(build(packages=("jq", "curl", "jq")), MIRROR)
+    assert one == two
+    assert one.startswith("debian-bookworm-")
+    assert one.endswith(".qcow2")
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        (build(release="trixie"), MIRROR),
+        (build(packages=("jq",)), MIRROR),
+        (build(), "http://mirror.internal/debian"),
+    ],
+)
+def test_cache_key_changes_with_release_packages_and_mirror(other: tuple[ResolvedImage, str]) -> None:
+    assert builder.entry_name(*other) != builder.entry_name(build(), MIRROR)
+
+
+def test_cache_key_changes_with_builder_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = builder.entry_name(build(), MIRROR)
+    monkeypatch.setattr(builder, "BUILDER_VERSION", "next")
+    assert builder.entry_name(build(), MIRROR) != before
+
+
+def test_recipe_key_is_stable_across_dict_order() -> None:
+    assert recipe_key({"a": 1, "b": [2]}) == recipe_key({"b": [2], "a": 1})
+
+
+@pytest.mark.parametrize(
+    ("image", "needle"),
+    [
+        (build(distro="fedora"), "cannot build distro 'fedora'; supported: debian"),
+        (build(release="buster"), "release 'buster'; supported: bookworm, trixie"),
+        (build(packages=("curl", "rm -rf /")), "not Debian package names: rm -rf /"),
+    ],
+)
+def test_bad_recipes_are_config_errors(image: ResolvedImage, needle: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        ensure_image(image, tmp_path)
+
+
+@pytest.mark.parametrize("source", ["template", "ova"])
+def test_sources_of_other_providers_name_the_provider(source: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="vsphere provider"):
+        ensure_image(ResolvedImage(name="esxi8", source=source), tmp_path)
+
+
+def test_cached_build_returns_at_once(tmp_path: Path) -> None:
+    cached = tmp_path / builder.entry_name(build(), MIRROR)
+    cached.write_bytes(b"qcow2")
+    start = time.monotonic()
+    assert ensure_image(build(), tmp_path, mirror=MIRROR + "/") == cached
+    assert time.monotonic() - start < 0.5
+
+
+def test_concurrent_requests_for_one_recipe_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def slow_build(_image: ResolvedImage, _mirror: str, final: Path, _on_progress: object) -> None:
+        calls.append(final.name)
+        time.sleep(0.3)
+        final.write_bytes(b"built")
+
+    monkeypatch.setattr(builder, "_build", slow_build)
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(ensure_image(build(), tmp_path, mirror=MIRROR)))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert len(set(results)) == 1
+    assert len(results) == 3
+
+
+def test_entry_lock_excludes_a_second_holder(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def second() -> None:
+        with entry_lock(tmp_path, "x"):
+            order.append("second")
+
+    with entry_lock(tmp_path, "x"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    final = tmp_path / "image.qcow2"
+
+    def failing_build() -> None:
+        with atomic_output(final) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("build died")
+
+    with pytest.raises(RuntimeError):
+        failing_build()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output(final) as tmp:
+        tmp.write_bytes(b"whole")
+    assert final.read_bytes() == b"whole"
+    assert list(tmp_path.iterdir()) == [final]
+
+
+def test_default_cache_dir_honours_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LABDEPLOY_CACHE_DIR", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("LABDEPLOY_CACHE_DIR")
+    assert default_cache_dir() == Path.home() / ".cache" / "labdeploy" / "images"
+
+
+def test_default_mirror_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text("Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n")
+    oneline = tmp_path / "sources.list"
+    oneline.write_text("# comment\ndeb [arch=amd64] https://other.example/debian bookworm main\n")
+    unrelated = tmp_path / "google.list"
+    unrelated.write_text("deb https://packages.cloud.google.com/apt cloud-sdk main\n")
+    assert builder.default_mirror([unrelated, deb822, oneline]) == "http://mirror.example/debian"
+    assert builder.default_mirror([oneline]) == "https://other.example/debian"
+    assert builder.default_mirror([unrelated, tmp_path / "absent"]) == builder.FALLBACK_MIRROR
+
+
+def test_mbr_has_boot_code_one_active_linux_partition_and_signature() -> None:
+    boot = bytes(range(256)) * 2
+    record = mbr(boot, 3 * GIB, 0x12345678)
+    assert len(record) == 512
+    assert record[:440] == boot[:440]
+    assert struct.unpack_from("<I", record, 440)[0] == 0x12345678
+    status, ptype, start, count = record[446], record[450], *struct.unpack_from("<II", record, 454)
+    assert (status, ptype, start) == (0x80, 0x83, PART_START)
+    assert start + count == 3 * GIB // 512
+    assert record[462:510] == bytes(48)
+    assert record[510:] == b"\x55\xaa"
+
+
+def test_disk_size_leaves_room_and_is_whole_gib() -> None:
+    assert disk_size_for(500 << 20) == 3 * GIB
+    big = disk_size_for(4 * GIB)
+    assert big % GIB == 0
+    assert big >= 4 * GIB * 5 // 4 + GIB
+
+
+@pytest.mark.timeout(120)
+def test_failing_mmdebstrap_reports_log_tail_and_path(tmp_path: Path) -> None:
+    messages: list[str] = []
+    with pytest.raises(ImageBuildError) as err:
+        ensure_image(build(), tmp_path, messages.append, mirror="http://127.0.0.1:9/debian")
+    log = err.value.log_path
+    assert log.is_file()
+    assert "mmdebstrap exited with" in err.value.message
+    assert f"full log: {log}" in err.value.message
+    assert "127.0.0.1:9" in err.value.message  # the tail shows what apt could not reach
+    assert messages[0].startswith("building debian bookworm with mmdebstrap")
+    assert not any(p.name.startswith(".work-") for p in tmp_path.iterdir())
+    assert not list(tmp_path.glob("*.qcow2"))
