@@ -9,7 +9,7 @@ STAMPS := .make
 LAB ?= labs/quickstart/lab.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon-system \
-  qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-server openssh-client iproute2 nftables procps \
+  qemu-system-x86 qemu-utils dnsmasq-base mmdebstrap e2fsprogs openssh-server openssh-client iproute2 nftables procps \
   ca-certificates
 
 .PHONY: run test setup system python services lint typecheck pytest destroy clean

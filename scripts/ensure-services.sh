@@ -2,6 +2,12 @@
 # Start libvirtd and virtlogd: through systemd where it is PID 1, by hand where no init
 # system runs (containers, CI sandboxes). Idempotent: running daemons are left alone.
 set -euo pipefail
+# Without udev (containers) /dev/kvm stays root-only; libvirt then distrusts its QEMU
+# capability cache and re-probes QEMU on every call (30-60 s per domain define). Debian's
+# udev rule would make it root:kvm 0660; do the same. Guests still use TCG where KVM hangs.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
 if [ -d /run/systemd/system ]; then
   systemctl start virtlogd libvirtd
   exit 0

@@ -88,6 +88,10 @@ class LibvirtProviderSpec(Strict):
     uri: str = "qemu:///system"
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     pool: str = "labdeploy"
+    pool_path: str | None = Field(None, description="pool folder (default /var/lib/libvirt/images/<pool>)")
+    user_backend: Literal["auto", "slirp", "passt"] = Field(
+        "auto", description="user-mode networking: passt where libvirt >= 10 has it, else QEMU SLIRP")
+    ssh_host_bind: str = Field("127.0.0.1", description="host address the SSH/port forwards listen on")
 
 
 class VsphereProviderSpec(Strict):
