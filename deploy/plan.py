@@ -15,7 +15,7 @@ import graphlib
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 from deploy.errors import PlanError
@@ -62,13 +62,16 @@ class Plan:
     lab: str
     resources: dict[str, Resource]
     changes: list[Change]
+    _actions: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def has_changes(self) -> bool:
         return any(c.action in CHANGES for c in self.changes)
 
     def action(self, resource_id: str) -> str:
-        return next(c.action for c in self.changes if c.resource_id == resource_id)
+        if len(self._actions) != len(self.changes):
+            self._actions = {c.resource_id: c.action for c in self.changes}
+        return self._actions[resource_id]
 
     def count(self) -> dict[str, int]:
         counts = dict.fromkeys(("create", "update", "retry", "keep", "delete"), 0)
@@ -84,6 +87,17 @@ class Plan:
 
 
 # --- resources from a lab ------------------------------------------------------------------
+
+
+def plain(obj: Any) -> Any:
+    """Like ``dataclasses.asdict`` without its deep copies (inputs are only hashed and stored)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: plain(v) for k, v in obj.__dict__.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    return obj
 
 
 def build_resources(resolved: ResolvedLab) -> dict[str, Resource]:
@@ -111,7 +125,7 @@ def _images(resolved: ResolvedLab) -> list[Resource]:
 
 
 def _networks(resolved: ResolvedLab) -> list[Resource]:
-    return [Resource(f"network:{net.name}", "network", net.name, net.provider, inputs=asdict(net))
+    return [Resource(f"network:{net.name}", "network", net.name, net.provider, inputs=plain(net))
             for net in sorted(resolved.networks.values(), key=lambda n: n.name) if net.mode != "user"]
 
 
@@ -119,7 +133,7 @@ def _node_resources(resolved: ResolvedLab, node: ResolvedNode, shared: dict[str,
     deps = [f"network:{nic.network}" for nic in node.nics if nic.mode != "user"]
     if _needs_image(resolved, node):
         deps.insert(0, f"image:{node.provider}/{node.image}")
-    machine_inputs = {k: v for k, v in asdict(node).items() if k not in ("roles", "labels")}
+    machine_inputs = {k: v for k, v in plain(node).items() if k not in ("roles", "labels")}
     resources = [
         Resource(f"machine:{node.name}", "machine", node.name, node.provider, tuple(deps), machine_inputs),
         Resource(f"reachable:{node.name}", "reachable", node.name, node.provider, (f"machine:{node.name}",),

@@ -117,12 +117,8 @@ class Engine:
                 if all(self._status(d) in ("ok", "kept") for d in resources[rid].deps)]
 
     def _start_ready(self, pool: ThreadPoolExecutor, pending: set[str]) -> None:
-        ready = self._ready(pending)
-        for resource in ready:
-            if self.plan.action(resource.id) == "keep":
-                pending.discard(resource.id)
-                self._finish(resource, "kept", 0.0)
-        batches = self._batches([r for r in ready if r.id in pending])
+        ready = self._keep_ready(pending)
+        batches = self._batches(ready)
         for batch in batches:
             if len(self._running) >= self.parallel:
                 break
@@ -131,6 +127,17 @@ class Engine:
                 self._begin(resource)
             future = pool.submit(self._execute, batch)
             self._running[future] = [r.id for r in batch]
+
+    def _keep_ready(self, pending: set[str]) -> list[Resource]:
+        """Mark ready ``keep`` steps kept (which may make their dependents ready); the rest to start."""
+        while True:
+            ready = self._ready(pending)
+            kept = [r for r in ready if self.plan.action(r.id) == "keep"]
+            if not kept:
+                return ready
+            for resource in kept:
+                pending.discard(resource.id)
+                self._finish(resource, "kept", 0.0)
 
     def _batches(self, ready: list[Resource]) -> list[list[Resource]]:
         singles = [[r] for r in ready if r.kind not in stages.BATCH_KINDS]

@@ -127,7 +127,10 @@ class StateStore:
         return LabState.from_json(data)
 
     def save(self, state: LabState) -> None:
-        atomic_write(self.path, json.dumps(state.to_json(), indent=1, sort_keys=True).encode())
+        """Write the state atomically; any resolved secret value is masked on the way out."""
+        from deploy.secrets import REDACTOR
+
+        atomic_write(self.path, REDACTOR(json.dumps(state.to_json(), indent=1, sort_keys=True)).encode())
 
     @contextlib.contextmanager
     def locked(self, command: str) -> Iterator[LockInfo]:

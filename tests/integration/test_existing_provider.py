@@ -74,9 +74,7 @@ def test_wait_for_ssh_names_the_handshake_when_nothing_speaks_ssh(
 ) -> None:
     endpoint = SshEndpoint("127.0.0.1", silent_listener, "root", generate_keypair(tmp_path)[0])
 
-    error, elapsed = _timed_failure(
-        lambda: wait_for_ssh(endpoint, known_hosts=store, alias="n1", timeout=1.5)
-    )
+    error, elapsed = _timed_failure(lambda: wait_for_ssh(endpoint, known_hosts=store, alias="n1", timeout=1.5))
 
     assert "waiting for SSH handshake" in error.message
     assert f"127.0.0.1:{silent_listener}" in error.message
@@ -85,9 +83,7 @@ def test_wait_for_ssh_names_the_handshake_when_nothing_speaks_ssh(
     assert store.keys("n1") == {}
 
 
-def test_wait_for_ssh_names_the_handshake_when_the_port_closes_at_once(
-    store: HostKeyStore, tmp_path: Path
-) -> None:
+def test_wait_for_ssh_names_the_handshake_when_the_port_closes_at_once(store: HostKeyStore, tmp_path: Path) -> None:
     """What a user-mode port forward does while the guest's sshd is not up yet."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -177,9 +173,7 @@ def test_lab_key_from_generate_keypair_logs_in(
 
 
 def test_run_command_returns_rc_stdout_and_stderr(sshd: SshServer, store: HostKeyStore) -> None:
-    result = run_command(
-        sshd.endpoint(), "echo out; echo err >&2; exit 3", known_hosts=store, alias="n1", timeout=10
-    )
+    result = run_command(sshd.endpoint(), "echo out; echo err >&2; exit 3", known_hosts=store, alias="n1", timeout=10)
 
     assert (result.rc, result.stdout, result.stderr, result.ok) == (3, "out\n", "err\n", False)
 
@@ -201,9 +195,7 @@ def test_run_command_stops_at_its_deadline(sshd: SshServer, store: HostKeyStore)
     assert elapsed < 3
 
 
-def test_exported_known_hosts_lets_openssh_check_strictly(
-    sshd: SshServer, store: HostKeyStore, tmp_path: Path
-) -> None:
+def test_exported_known_hosts_lets_openssh_check_strictly(sshd: SshServer, store: HostKeyStore, tmp_path: Path) -> None:
     wait_for_ssh(sshd.endpoint(), known_hosts=store, alias="n1", timeout=10)
     exported = tmp_path / "inventory_known_hosts"
     store.export_known_hosts(exported, {"n1": (sshd.host, sshd.port)})
@@ -282,9 +274,7 @@ def test_create_machine_fails_for_an_unreachable_host(tmp_path: Path) -> None:
     key, _ = generate_keypair(tmp_path)
     port = free_port()
 
-    error, elapsed = _timed_failure(
-        lambda: provider.create_machine(_node("gone", "127.0.0.1", port, key), TAGS)
-    )
+    error, elapsed = _timed_failure(lambda: provider.create_machine(_node("gone", "127.0.0.1", port, key), TAGS))
 
     assert "TCP connect" in error.message
     assert "node 'gone'" in error.message
