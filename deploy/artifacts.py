@@ -20,7 +20,10 @@ from deploy.state import atomic_write
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + _random.token_hex(2)
+    """Sortable by start time (to the millisecond), unique by its random tail."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
+    return f"{stamp}-{_random.token_hex(2)}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@
     deploy verify LAB           prove each layer works (JUnit, HTML and JSON reports)
     deploy status LAB           machines and their state
     deploy graph LAB            the resource DAG (--format mermaid|dot|html)
+    deploy reap                 remove expired or orphaned lab resources from a libvirt host
     deploy schema               the lab file's JSON Schema
     deploy doctor               host prerequisites, each with the command that fixes it
 """
@@ -30,8 +31,8 @@ from rich.table import Table
 from deploy import __version__
 from deploy.errors import ConfigError, LabError
 
-COMMANDS = ("validate", "plan", "up", "verify", "destroy", "status", "graph", "schema", "doctor")
-out = Console(highlight=False, soft_wrap=True)
+COMMANDS = ("validate", "plan", "up", "verify", "destroy", "status", "graph", "reap", "schema", "doctor")
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -62,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--html", type=Path, help="also write the HTML report here")
     sub.choices["destroy"].add_argument("--quiet", action="store_true")
     sub.choices["graph"].add_argument("--format", choices=("mermaid", "dot", "html"), default="mermaid")
+    reap = sub.add_parser("reap", help="remove expired or orphaned lab resources from a libvirt host")
+    reap.add_argument("--uri", default="qemu:///system", help="libvirt URI (default qemu:///system)")
+    reap.add_argument("--pool", default="labdeploy", help="storage pool of lab volumes")
+    reap.add_argument("--older-than", default="12h", help="also take resources older than this (30m, 12h, 7d)")
+    reap.add_argument("--lab", help="only this lab's resources")
+    reap.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    reap.add_argument("--output", choices=("text", "json"), default="text")
     schema = sub.add_parser("schema", help="write the lab JSON Schema")
     schema.add_argument("-o", "--out", type=Path, help="file to write (default: stdout)")
     sub.add_parser("doctor", help="check host prerequisites")
@@ -266,6 +274,25 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reap(args: argparse.Namespace) -> int:
+    from deploy.model.schema import parse_duration
+    from deploy.reaper import reap_libvirt
+
+    try:
+        seconds = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise ConfigError(f"--older-than: {exc}") from None
+    found = reap_libvirt(args.uri, pool=args.pool, older_than_seconds=seconds, dry_run=args.dry_run, lab=args.lab)
+    if args.output == "json":
+        out.print_json(json.dumps([{"kind": r.kind, "name": r.name, "lab": r.tags.lab} for r in found]))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for r in found:
+        out.print(f"  {verb} {r.kind} {r.name} (lab {r.tags.lab}, run {r.tags.run_id})", markup=False)
+    out.print(f"{len(found)} resources {verb}." if found else "Nothing to reap.")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from deploy.model.jsonschema import schema_text
 
@@ -289,7 +316,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "verify": cmd_verify, "destroy": cmd_destroy,
-            "status": cmd_status, "graph": cmd_graph, "schema": cmd_schema, "doctor": cmd_doctor}
+            "status": cmd_status, "graph": cmd_graph, "reap": cmd_reap, "schema": cmd_schema, "doctor": cmd_doctor}
 
 
 if __name__ == "__main__":

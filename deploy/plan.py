@@ -212,7 +212,7 @@ def diff(lab: str, resources: dict[str, Resource], state: LabState,
         actions[rid] = _change(resources[rid], state, gone, actions)
     deletes = [Change(rid, rec.kind, "delete", "no longer in the lab")
                for rid, rec in sorted(state.resources.items()) if rid not in resources]
-    return Plan(lab, resources, [actions[rid] for rid in order] + _delete_order(deletes))
+    return Plan(lab, resources, [actions[rid] for rid in order] + delete_order(deletes))
 
 
 def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str, Change]) -> Change:
@@ -235,7 +235,7 @@ def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str,
     return make("keep", "")
 
 
-def _delete_order(deletes: list[Change]) -> list[Change]:
+def delete_order(deletes: list[Change]) -> list[Change]:
     """Dependents first: verify, ansible, ..., networks, images."""
     rank = {kind: i for i, kind in enumerate(KIND_STAGE)}
     return sorted(deletes, key=lambda c: (-rank.get(c.kind, 0), c.resource_id))

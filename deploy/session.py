@@ -173,14 +173,18 @@ class LabSession:
 
     def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
                           on_event: EventSink) -> list[str]:
-        from deploy.plan import Change, _delete_order
+        from deploy.plan import Change, delete_order
+        from deploy.ssh_hostkeys import HostKeyStore, known_hosts_path
         from deploy.stages import destroy
 
         ctx = self._step_context(run_id, self._tags(run_id), pool, state, None)
-        order = _delete_order([Change(rid, rec.kind, "delete") for rid, rec in state.resources.items()])
+        order = delete_order([Change(rid, rec.kind, "delete") for rid, rec in state.resources.items()])
+        host_keys = HostKeyStore(known_hosts_path(self.state_dir))
         removed = []
         for change in order:
             destroy(state.resources[change.resource_id], ctx)
+            if change.kind == "machine":  # a re-created machine has new host keys
+                host_keys.forget(change.resource_id.split(":", 1)[1])
             del state.resources[change.resource_id]
             self.store.save(state)
             removed.append(change.resource_id)

@@ -78,6 +78,16 @@ class HostKeyStore:
             lines += [f"{name} {k.get_name()} {k.get_base64()}\n" for k in recorded.values()]
         _write_atomic(path, "".join(lines))
 
+    def forget(self, alias: str) -> bool:
+        """Drop the recorded keys of ``alias`` (its machine was destroyed); True if any were kept."""
+        with _LOCK:
+            table = self._load()
+            if table.lookup(alias) is None:
+                return False
+            del table[alias]
+            self._save(table)
+            return True
+
     def _load(self) -> paramiko.HostKeys:
         table = paramiko.HostKeys()
         if self.path.exists():
