@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--kubeconfig", type=Path, help="check a cluster built elsewhere")
     verify.add_argument("--junit", type=Path, help="also write the JUnit XML here")
     verify.add_argument("--html", type=Path, help="also write the HTML report here")
+    verify.add_argument("--layer", action="append", dest="layers", metavar="LAYER",
+                        help="only this built-in layer (repeatable): nodes, runtimes, kubernetes, ...")
+    verify.add_argument("--max-wait", type=float, metavar="SECONDS",
+                        help="cap each check's retries (fail fast on a lab that has settled)")
     sub.choices["destroy"].add_argument("--quiet", action="store_true")
     sub.choices["graph"].add_argument("--format", choices=("mermaid", "dot", "html"), default="mermaid")
     reap = sub.add_parser("reap", help="remove expired or orphaned lab resources from a libvirt host")
@@ -173,7 +177,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     session = _session(args, artifacts_root=args.artifacts)
-    report = session.verify(kubeconfig=args.kubeconfig, junit=args.junit, html=args.html)
+    report = session.verify(kubeconfig=args.kubeconfig, junit=args.junit, html=args.html,
+                            layers=set(args.layers) if args.layers else None, max_wait=args.max_wait)
     if args.output == "json":
         out.print_json(json.dumps({"passed": report.passed, "failed": report.failed, "skipped": report.skipped}))
     else:

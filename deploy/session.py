@@ -255,20 +255,24 @@ class LabSession:
 
     # --- verify ---------------------------------------------------------------------------
 
-    def verify(self, *, out_dir: Path | None = None, kubeconfig: Path | None = None, junit: Path | None = None,
-               html: Path | None = None, on_event: EventSink = lambda _e: None) -> VerifyReport:
-        """Run the lab's checks against what the state says exists."""
+    def verify(self, *, out_dir: Path | None = None, on_event: EventSink = lambda _e: None,
+               **options: Any) -> VerifyReport:
+        """Run the lab's checks against what the state says exists.
+
+        ``options``: kubeconfig, junit, html (paths), layers (built-in layers to run, default
+        all the lab has), max_wait (cap on each check's retry deadline, seconds).
+        """
         run_id = new_run_id()
         artifacts = RunArtifacts(self.artifacts_root, self.resolved.name, run_id)
         artifacts.attach_log()
         try:
-            return self._verify(out_dir or artifacts.dir / "verify", artifacts.event, on_event,
-                                kubeconfig=kubeconfig, junit=junit, html=html)
+            return self._verify(out_dir or artifacts.dir / "verify", artifacts.event, on_event, **options)
         finally:
             artifacts.close()
 
     def _verify(self, out_dir: Path, *sinks: EventSink, kubeconfig: Path | None = None,
-                junit: Path | None = None, html: Path | None = None) -> VerifyReport:
+                junit: Path | None = None, html: Path | None = None, layers: set[str] | None = None,
+                max_wait: float | None = None) -> VerifyReport:
         from deploy import inputs
         from deploy.verify import run_verify
 
@@ -287,8 +291,9 @@ class LabSession:
             inputs.verify_targets(self.resolved, outputs),
             inputs.verify_entries(self.resolved), known_hosts=known,
             kubeconfig=kubeconfig, runtimes=inputs.runtimes(self.resolved),
-            layers=inputs.verify_layers(self.resolved, kubeconfig), out_dir=out_dir, junit=junit, html=html,
-            lab_file_dir=self.lab_file.resolve().parent, cluster=inputs.cluster_expect(self.resolved))
+            layers=_chosen(inputs.verify_layers(self.resolved, kubeconfig), layers), out_dir=out_dir, junit=junit,
+            html=html, lab_file_dir=self.lab_file.resolve().parent, cluster=inputs.cluster_expect(self.resolved),
+            max_wait=max_wait)
         emit({"event": "verify", "status": "failed" if report.failed else "ok", "passed": report.passed,
               "failed": report.failed, "skipped": report.skipped})
         if report.failed:
@@ -296,6 +301,16 @@ class LabSession:
             raise VerificationError(f"{report.failed} of {report.total} checks failed: " + "; ".join(names),
                                     failed=names, hint=f"reports: {out_dir}")
         return report
+
+
+def _chosen(available: set[str], wanted: set[str] | None) -> set[str]:
+    if wanted is None:
+        return available
+    unknown = wanted - available
+    if unknown:
+        raise VerificationError(f"layer {', '.join(sorted(unknown))} does not apply to this lab",
+                                hint=f"layers of this lab: {', '.join(sorted(available))}")
+    return wanted
 
 
 def _safe_find(pool: ProviderPool, name: str, lab: str) -> list[TaggedResource]:

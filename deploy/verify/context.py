@@ -38,6 +38,7 @@ class VerifyContext:
     layers: frozenset[str]
     lab_file_dir: Path
     cluster: ClusterExpect = field(default_factory=ClusterExpect)
+    max_wait: float | None = None  # caps every check's retry deadline (fail fast on a settled lab)
     shells: ShellPool = field(init=False)
     _api: Any = field(default=None, init=False)
 

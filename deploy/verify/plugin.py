@@ -8,6 +8,7 @@ user pytest files named in ``verify:`` are collected as usual and get the fixtur
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,19 @@ class LabFile(pytest.File):
             yield CheckItem.from_parent(self, name=check.test_id, check=check)
 
 
+def _capped(check: Check, max_wait: float | None) -> Check:
+    """``check`` with its retry deadline cut to ``max_wait`` seconds (fail fast on a settled lab)."""
+    if max_wait is None or check.deadline.timeout <= max_wait:
+        return check
+    return dataclasses.replace(check, deadline=dataclasses.replace(check.deadline, timeout=max_wait))
+
+
 class LabPlugin:
     """Holds one verify run's context; collects its checks and records every outcome."""
 
     def __init__(self, ctx: VerifyContext, checks: list[Check]) -> None:
         self.ctx = ctx
-        self.checks = checks
+        self.checks = [_capped(c, ctx.max_wait) for c in checks]
         self.results: dict[str, CheckResult] = {}
 
     # -- collection -------------------------------------------------------------------------

@@ -43,6 +43,7 @@ def run_verify(
     html: Path | None = None,
     lab_file_dir: Path,
     cluster: ClusterExpect | None = None,
+    max_wait: float | None = None,
 ) -> VerifyReport:
     """Verify a lab; the report's ``failed`` > 0 means it does not work as planned.
 
@@ -58,6 +59,7 @@ def run_verify(
         frozenset(layers),
         lab_file_dir,
         cluster or ClusterExpect(),
+        max_wait,
     )
     start = time.monotonic()
     try:
