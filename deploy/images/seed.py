@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,63 @@ def meta_data(hostname: str, instance_id: str) -> str:
     return json.dumps({"instance-id": instance_id, "local-hostname": hostname}, indent=2) + "\n"
 
 
-def user_data(hostname: str, ssh_public_key: str, user: str = "root") -> str:
-    """The ``#cloud-config`` user-data document (JSON is valid YAML, and quoting-safe)."""
+def networkd_file(mac: str, address: str) -> str:
+    """A systemd-networkd unit giving the NIC with ``mac`` the static ``address`` (ip/prefix)."""
+    return (
+        f"[Match]\nMACAddress={mac}\n\n"
+        f"[Network]\nAddress={address}\nDHCP=no\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        "LLMNR=no\nMulticastDNS=no\n"
+    )
+
+
+def hosts_file(hostname: str, hosts: Sequence[tuple[str, str]]) -> str:
+    """/etc/hosts: loopback, this machine's own name, then ``(address, name)`` of lab peers."""
+    short = hostname.split(".", 1)[0]
+    lines = ["127.0.0.1 localhost", f"127.0.1.1 {hostname} {short}" if short != hostname else f"127.0.1.1 {short}"]
+    lines += [f"{ip} {name}" for ip, name in hosts]
+    lines.append("::1 localhost ip6-localhost ip6-loopback")
+    return "\n".join(lines) + "\n"
+
+
+def static_network_script(
+    hostname: str, static_addresses: Sequence[tuple[str, str]], hosts: Sequence[tuple[str, str]]
+) -> str:
+    """Shell (run as cloud-init ``bootcmd``, before sshd starts) that sets the static addresses.
+
+    bootcmd runs in cloud-init's init stage ahead of ``write_files`` and long before
+    ``runcmd``; doing the writes here means the addresses are up when SSH first answers.
+    """
+    lines = ["set -e", "mkdir -p /etc/systemd/network"]
+    for mac, address in static_addresses:
+        path = f"/etc/systemd/network/10-labdeploy-{mac.replace(':', '').lower()}.network"
+        lines.append(f"printf '%s' {shlex.quote(networkd_file(mac, address))} > {path}")
+    if hosts:
+        lines.append(f"printf '%s' {shlex.quote(hosts_file(hostname, hosts))} > /etc/hosts")
+    # bootcmd runs before dbus is up: networkctl (a D-Bus client) fails then; restarting
+    # networkd through systemd's own socket applies the new file (sshd has not started yet)
+    lines.append("networkctl reload 2>/dev/null || systemctl restart systemd-networkd.service")
+    return "\n".join(lines) + "\n"
+
+
+def user_data(
+    hostname: str,
+    ssh_public_key: str,
+    user: str = "root",
+    *,
+    static_addresses: Sequence[tuple[str, str]] = (),
+    hosts: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The ``#cloud-config`` user-data document (JSON is valid YAML, and quoting-safe).
+
+    ``static_addresses`` are ``(mac, ip/prefix)`` of NICs on networks without DHCP; ``hosts``
+    are ``(ip, name)`` of lab nodes reachable there (written to /etc/hosts, no DNS server needed).
+    """
     short = hostname.split(".", 1)[0]
     config: dict[str, Any] = {
         "hostname": short,
         "fqdn": hostname,
         "prefer_fqdn_over_hostname": False,
-        "manage_etc_hosts": True,
+        "manage_etc_hosts": not hosts,
         "disable_root": False,
         "ssh_pwauth": False,
         "ssh_authorized_keys": [ssh_public_key],
@@ -57,6 +107,8 @@ def user_data(hostname: str, ssh_public_key: str, user: str = "root") -> str:
                 "ssh_authorized_keys": [ssh_public_key],
             },
         ]
+    if static_addresses or hosts:
+        config["bootcmd"] = [["sh", "-c", static_network_script(hostname, static_addresses, hosts)]]
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"
 
 
@@ -68,12 +120,14 @@ def build_seed_iso(
     instance_id: str,
     user: str = "root",
     network_config: str | None = None,
+    static_addresses: Sequence[tuple[str, str]] = (),
+    hosts: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write a NoCloud seed ISO to ``path`` (replacing it) and return ``path``."""
     _validate(hostname, ssh_public_key, instance_id)
     files = {
         "meta-data": meta_data(hostname, instance_id),
-        "user-data": user_data(hostname, ssh_public_key.strip(), user),
+        "user-data": user_data(hostname, ssh_public_key.strip(), user, static_addresses=static_addresses, hosts=hosts),
     }
     if network_config is not None:
         files["network-config"] = network_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,15 @@ from deploy.errors import ProviderError
 from deploy.model.resolved import Nic, ResolvedNode
 from deploy.providers import libvirt_storage as store
 from deploy.providers.base import ProviderContext, Tags
-from deploy.providers.libvirt_xml import Disk, DomainSpec, LabMeta, UserNic, forwarded_host_ports, mac_for
+from deploy.providers.libvirt_xml import (
+    Disk,
+    DomainSpec,
+    LabMeta,
+    UserNic,
+    forwarded_host_ports,
+    mac_for,
+    static_cidr,
+)
 
 
 @dataclass(frozen=True)
@@ -66,9 +75,57 @@ def _seed_volume(
             ssh_public_key=ctx.ssh_public_key,
             instance_id=f"{tags.lab}-{node.name}-{tags.run_id}",
             user=node.ssh_user,
+            static_addresses=static_addresses(conn, node, tags.lab),
+            hosts=static_hosts(conn, node, tags.lab, ctx.nodes),
         )
         store.upload_volume(conn, pool, name, local)
     return name
+
+
+def nic_mac(lab: str, node: str, nic: Nic) -> str:
+    return nic.mac or mac_for(lab, node, nic.network)
+
+
+def _static_networks(conn: libvirt.virConnect, lab: str, names: set[str]) -> dict[str, str]:
+    """Lab network -> cidr, for those of ``names`` defined without ``<ip>`` (no DHCP)."""
+    found: dict[str, str] = {}
+    for net in sorted(names):
+        try:
+            cidr = static_cidr(conn.networkLookupByName(f"{lab}-{net}").XMLDesc(0))
+        except libvirt.libvirtError:
+            continue  # not a libvirt network of this lab (yet): nothing to configure
+        if cidr:
+            found[net] = cidr
+    return found
+
+
+def static_addresses(conn: libvirt.virConnect, node: ResolvedNode, lab: str) -> list[tuple[str, str]]:
+    """(mac, ip/prefix) of the node's NICs on networks without DHCP."""
+    nics = [nic for nic in node.nics if nic.mode != "user" and nic.ip]
+    cidrs = _static_networks(conn, lab, {nic.network for nic in nics})
+    result = []
+    for nic in nics:
+        if nic.network in cidrs and nic.ip:
+            prefix = ipaddress.ip_network(cidrs[nic.network], strict=False).prefixlen
+            result.append((nic_mac(lab, node.name, nic), f"{nic.ip}/{prefix}"))
+    return result
+
+
+def static_hosts(
+    conn: libvirt.virConnect, node: ResolvedNode, lab: str, nodes: dict[str, ResolvedNode]
+) -> list[tuple[str, str]]:
+    """(ip, name) of every lab node on the networks where ``node`` has a static address."""
+    mine = {nic.network for nic in node.nics if nic.mode != "user" and nic.ip}
+    static = set(_static_networks(conn, lab, mine))
+    if not static:
+        return []
+    peers = {node.name: node, **nodes}
+    seen: dict[str, str] = {}
+    for peer in sorted(peers.values(), key=lambda n: n.name):
+        for nic in peer.nics:
+            if nic.network in static and nic.ip and peer.name not in seen:
+                seen[peer.name] = nic.ip
+    return [(ip, name) for name, ip in seen.items()]
 
 
 def fixed_addresses(node: ResolvedNode) -> dict[str, str]:
@@ -108,11 +165,7 @@ def domain_spec(
 ) -> DomainSpec:
     """Everything the domain XML needs for ``node``; nested virtualization only under KVM."""
     lab = tags.lab
-    nets = tuple(
-        (f"{lab}-{nic.network}", nic.mac or mac_for(lab, node.name, nic.network))
-        for nic in node.nics
-        if nic.mode != "user"
-    )
+    nets = tuple((f"{lab}-{nic.network}", nic_mac(lab, node.name, nic)) for nic in node.nics if nic.mode != "user")
     user = user_nic(node)
     mgmt = None
     if user is not None:

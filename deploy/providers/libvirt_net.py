@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import libvirt
@@ -100,11 +101,12 @@ def ensure_network(conn: libvirt.virConnect, name: str, net: ResolvedNetwork, me
         xml = network_xml(
             name,
             net.mode,
-            meta,
+            replace(meta, cidr=net.cidr or ""),
             cidr=net.cidr,
             bridge=net.bridge,
             domain=net.domain,
             reservations=net.reservations,
+            dhcp=net.dhcp,
         )
         existing = _define(conn, name, xml)
     _start(existing, name)

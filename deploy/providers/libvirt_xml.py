@@ -34,6 +34,7 @@ class LabMeta:
     volumes: tuple[str, ...] = ()
     ssh_user: str = "root"
     addresses: dict[str, str] = field(default_factory=dict)  # lab network -> fixed address
+    cidr: str = ""  # networks: the lab's subnet (kept here too when the network has no <ip>)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def meta_element(meta: LabMeta) -> ET.Element:
         ("provider", meta.provider),
         ("node", meta.node),
         ("ssh-user", meta.ssh_user),
+        ("cidr", meta.cidr),
     ):
         ET.SubElement(root, f"{META_KEY}:{tag}").text = text
     ports = ET.SubElement(root, f"{META_KEY}:ports")
@@ -133,7 +135,9 @@ def parse_meta(xml_text: str) -> LabMeta | None:
     volumes = tuple(v.get("name", "") for v in lab.iterfind(f"{{{NS}}}volumes/{{{NS}}}volume"))
     user = _text(lab, "ssh-user") or "root"
     addresses = {a.get("network", ""): a.get("ip", "") for a in lab.iterfind(f"{{{NS}}}addresses/{{{NS}}}address")}
-    return LabMeta(tags, _text(lab, "provider"), _text(lab, "node"), ports, volumes, user, addresses)
+    return LabMeta(
+        tags, _text(lab, "provider"), _text(lab, "node"), ports, volumes, user, addresses, _text(lab, "cidr")
+    )
 
 
 # ---------------------------------------------------------------- networks
@@ -160,8 +164,13 @@ def network_xml(
     bridge: str | None = None,
     domain: str | None = None,
     reservations: tuple[tuple[str, str, str], ...] = (),
+    dhcp: bool = True,
 ) -> str:
-    """A libvirt network for ``mode`` isolated | nat | bridge with DHCP reservations and DNS."""
+    """A libvirt network for ``mode`` isolated | nat | bridge with DHCP reservations and DNS.
+
+    An isolated network without ``dhcp`` is a bare bridge: no ``<ip>`` (so no host address and
+    no dnsmasq), guests carry static addresses from their seed and the host cannot talk to them.
+    """
     root = ET.Element("network")
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "metadata").append(meta_element(meta))
@@ -172,6 +181,8 @@ def network_xml(
     if mode == "nat":
         ET.SubElement(root, "forward", mode="nat")
     ET.SubElement(root, "bridge", stp="on", delay="0")
+    if mode == "isolated" and not dhcp:
+        return ET.tostring(root, encoding="unicode")
     if domain:
         ET.SubElement(root, "domain", name=domain, localOnly="yes")
     if cidr:
@@ -201,6 +212,14 @@ def network_cidrs(xml_text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6N
         mask = ip.get("prefix") or ip.get("netmask") or ("64" if ":" in address else "24")
         nets.append(ipaddress.ip_network(f"{address}/{mask}", strict=False))
     return nets
+
+
+def static_cidr(xml_text: str) -> str | None:
+    """The lab subnet of a labdeploy network without ``<ip>`` (guests set their own addresses)."""
+    if ET.fromstring(xml_text).find("ip") is not None:
+        return None
+    meta = parse_meta(xml_text)
+    return meta.cidr if meta is not None and meta.cidr else None
 
 
 def network_bridge(xml_text: str) -> str:

@@ -23,7 +23,7 @@ import pytest
 from deploy.model.resolved import Nic, PortForward, ResolvedImage, ResolvedNetwork, ResolvedNode
 from deploy.providers.base import MachineInfo, ProviderContext
 from deploy.providers.libvirt import LibvirtProvider
-from deploy.providers.libvirt_xml import NS, mac_for
+from deploy.providers.libvirt_xml import NS
 from deploy.ssh import generate_keypair, known_hosts_path, run_command
 from tests.integration.libvirt_fixtures import SYSTEM, LabFactory, free_cidr, libvirtd, new_tags
 
@@ -53,17 +53,6 @@ for seq in range(3):
     except socket.timeout:
         pass
 print(f"{got}/3 echo replies from {sys.argv[1]}"); sys.exit(0 if got else 1)
-"""
-
-# One DNS A query over UDP to a given server; prints the last answer's address.
-DNS_A = b"""
-import socket, struct, sys
-name = b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[2].split(".")) + b"\\0"
-query = struct.pack("!HHHHHH", 0x4C44, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1)
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); sock.settimeout(3)
-sock.sendto(query, (sys.argv[1], 53)); reply = sock.recv(512)
-answers = struct.unpack("!H", reply[6:8])[0]
-print(".".join(str(b) for b in reply[-4:]) if answers else "no answer")
 """
 
 
@@ -116,11 +105,13 @@ def boot(prov: LibvirtProvider, nodes: list[ResolvedNode], tags_lab: str) -> tup
     return {i.name: i for i in infos}, time.monotonic() - start
 
 
-def make_provider(root: Path, lab: str, factory: LabFactory) -> LibvirtProvider:
+def make_provider(
+    root: Path, lab: str, factory: LabFactory, nodes: dict[str, ResolvedNode] | None = None
+) -> LibvirtProvider:
     state = root / lab
     state.mkdir(parents=True)
     key, public = generate_keypair(state)
-    ctx = ProviderContext(lab, state, ssh_private_key=key, ssh_public_key=public)
+    ctx = ProviderContext(lab, state, ssh_private_key=key, ssh_public_key=public, nodes=dict(nodes or {}))
     prov = LibvirtProvider("local", {"uri": SYSTEM, "accel": "auto"}, ctx)
     factory.providers.append(prov)
     prov.prepare_image(IMAGE)
@@ -138,17 +129,22 @@ def factory(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def lab_a(factory: LabFactory) -> Lab:
-    """Two VMs booted in parallel: user-mode mgmt NIC + an isolated network with fixed IPs."""
+    """Two VMs booted in parallel: user-mode mgmt NIC + an isolated network without DHCP.
+
+    The isolated network is a bare bridge (no host address, no dnsmasq); each guest gets its
+    fixed address and the peers' names from its NoCloud seed.
+    """
     lab = f"ldvm{os.getpid() % 10000}a"
-    prov = make_provider(factory.root, lab, factory)
     cidr = free_cidr()
     prefix = cidr.rsplit(".", 1)[0]
     ips = {"n1": f"{prefix}.10", "n2": f"{prefix}.11"}
     nodes = {name: node(name, i, ip) for i, (name, ip) in enumerate(ips.items())}
-    reservations = tuple((name, mac_for(lab, name, "labnet"), ip) for name, ip in ips.items())
+    prov = make_provider(factory.root, lab, factory, nodes)
     tags = new_tags(lab)
     prov.create_network(ResolvedNetwork("mgmt", "local", "user"), tags)
-    prov.create_network(ResolvedNetwork("labnet", "local", "isolated", cidr=cidr, reservations=reservations), tags)
+    labnet = prov.create_network(ResolvedNetwork("labnet", "local", "isolated", cidr=cidr, dhcp=False), tags)
+    net_xml = prov.conn.networkLookupByName(labnet["libvirt_name"]).XMLDesc(0)
+    assert ET.fromstring(net_xml).find("ip") is None, f"isolated dhcp:false network has a host address: {net_xml}"
     infos, seconds = boot(prov, list(nodes.values()), lab)
     TIMINGS["two_vms_parallel_boot_to_ssh_s"] = round(seconds, 1)
     return Lab(prov, cidr, ips, nodes, infos)
@@ -169,17 +165,19 @@ def test_guests_ping_each_other_over_the_isolated_network(lab_a: Lab) -> None:
     script = base64.b64encode(PING).decode()
     for src, dst in (("n1", "n2"), ("n2", "n1")):
         addresses = run(lab_a, dst, "ip -4 -o addr show")
-        assert f"{lab_a.ips[dst]}/" in addresses, f"{dst} did not get its reserved address: {addresses}"
+        assert f"{lab_a.ips[dst]}/" in addresses, f"{dst} did not get its static address: {addresses}"
         out = run(lab_a, src, f"echo {script} | base64 -d | python3 - {lab_a.ips[dst]}")
         assert "echo replies" in out
         assert not out.startswith("0/")
 
 
-def test_lab_node_names_resolve_on_the_isolated_network(lab_a: Lab) -> None:
-    gateway = lab_a.cidr.rsplit(".", 1)[0] + ".1"  # the network's dnsmasq
-    script = base64.b64encode(DNS_A).decode()
-    out = run(lab_a, "n1", f"echo {script} | base64 -d | python3 - {gateway} n2")
-    assert out.strip() == lab_a.ips["n2"]
+def test_lab_node_names_resolve_without_any_host_service(lab_a: Lab) -> None:
+    """Peers' names come from the seed's /etc/hosts: no dnsmasq, no host address on the bridge."""
+    for src, dst in (("n1", "n2"), ("n2", "n1")):
+        assert run(lab_a, src, f"getent ahostsv4 {dst}").split()[0] == lab_a.ips[dst]
+    assert run(lab_a, "n1", "getent ahostsv4 n1").split()[0].startswith("127.")
+    bridge_ips = run(lab_a, "n1", "ip -4 -o addr show")
+    assert f"{lab_a.ips['n1']}/24" in bridge_ips
 
 
 def test_create_machine_twice_returns_the_same_domain(lab_a: Lab) -> None:
