@@ -38,6 +38,7 @@ class StepOutcome:
     error: str | None = None
     stage: str = ""
     host: str | None = None
+    hint: str = ""  # the failing error's own fix
 
 
 @dataclass
@@ -199,6 +200,7 @@ class Engine:
             record.status, record.error = "failed", str(result)
             host = getattr(result, "host", None) or resource.name
             self._finish(resource, "failed", seconds, str(result), host)
+            self.result.outcomes[resource.id].hint = result.hint
         else:
             record.status, record.outputs, record.error = "ok", result, None
             self._finish(resource, "ok", seconds)

@@ -113,6 +113,7 @@ class LabSession:
         try:
             plan = make_plan(self.resolved, state, self._missing(state, pool))
             require_supported(plan)
+            _check_providers(plan, pool)
             self._write_inputs(artifacts, plan)
             sink({"event": "run", "status": "started", "run_id": run_id, "lab": self.resolved.name,
                   "counts": plan.count(), "artifacts": str(artifacts.dir)})
@@ -303,6 +304,14 @@ class LabSession:
         return report
 
 
+def _check_providers(plan: Plan, pool: ProviderPool) -> None:
+    """Every provider the plan will touch is usable (reachable, accel possible) before any side effect."""
+    used = sorted({r.provider for c in plan.changes if c.action != "keep"
+                   for r in [plan.resources.get(c.resource_id)] if r is not None and r.provider})
+    for name in used:
+        pool.get(name).check()
+
+
 def _chosen(available: set[str], wanted: set[str] | None) -> set[str]:
     if wanted is None:
         return available
@@ -334,5 +343,6 @@ def _run_error(result: RunResult, artifacts: Path) -> LabError:
     first = result.failed[0]
     others = len(result.failed) - 1
     more = f" (and {others} more failed step{'s' if others > 1 else ''})" if others else ""
-    return StageError(first.stage, f"{first.error}{more}", host=first.host,
-                      hint=f"fix it and run `deploy up` again: converged steps are kept. Log: {artifacts}/run.log")
+    then = f"then run `deploy up` again: converged steps are kept. Log: {artifacts}/run.log"
+    hint = f"{first.hint}; {then}" if first.hint else f"fix it, {then}"
+    return StageError(first.stage, f"{first.error}{more}", host=first.host, hint=hint)

@@ -23,7 +23,7 @@ from deploy.state import ResourceRecord
 log = logging.getLogger(__name__)
 Outputs = dict[str, Any]
 Executor = Callable[[list[Resource], "StepContext"], dict[str, Outputs | LabError]]
-REACHABLE_TIMEOUT = 300.0
+REACHABLE_TIMEOUT = 600.0  # first boots under TCG on a loaded 2-core host took up to 266 s
 
 
 class ProviderPool:

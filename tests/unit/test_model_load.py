@@ -76,7 +76,7 @@ def test_unknown_key_without_near_match_lists_valid_keys(tmp_path: Path) -> None
     problem = only_problem(tmp_path, "name: lab1\nproviders:\n  local: {kind: libvirt, zzzz: 1}\n")
     assert "did you mean" not in problem.message
     assert problem.message.startswith("unknown key 'zzzz' at providers.local")
-    assert problem.hint == "valid keys here: accel, kind, pool, uri"
+    assert problem.hint == "valid keys here: accel, kind, pool, pool_path, ssh_host_bind, uri, user_backend"
     assert problem.location.path == "providers.local.zzzz"
     assert problem.location.line == 3
 
