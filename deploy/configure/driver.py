@@ -6,7 +6,8 @@ A pass connects to every host (strict host-key checking against the lab's known_
 prepares each host's deploy steps from its roles (``ROLE_DEPLOYS``), runs them, and reports
 per operation whether it changed the host. With ``idempotence_check`` a second pass runs and
 must change nothing, as molecule's idempotence step demands; otherwise StageError lists every
-host and operation that changed again.
+host and operation that changed again. A first pass that changed nothing is its own proof of
+convergence, so a no-op re-run of a converged lab costs one pass, not two.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ __all__ = ["ROLE_DEPLOYS", "ConfigureResult", "HostResult", "HostTarget", "OpRes
 
 @dataclass(frozen=True)
 class ConfigureResult:
-    """Per host, the operations of the (first) pass; ``recheck`` holds the idempotence pass."""
+    """Per host, the operations of the (first) pass; ``recheck`` holds the idempotence pass.
+
+    When the first pass changed nothing, ``recheck`` is that same pass (no second one runs).
+    """
 
     hosts: dict[str, HostResult]
     recheck: dict[str, HostResult] | None
@@ -61,7 +65,9 @@ def configure(
     first = run_pass(chosen, settings, pass_no=1, **common)
     _emit_summary(emit, 1, first)
     recheck = None
-    if idempotence_check:
+    if idempotence_check and not any(res.changed for res in first.values()):
+        recheck = first  # nothing changed: this pass already was the idempotence check
+    elif idempotence_check:
         recheck = run_pass(chosen, settings, pass_no=2, **common)
         _emit_summary(emit, 2, recheck)
         _gate(recheck)

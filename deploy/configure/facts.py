@@ -76,6 +76,20 @@ class HeldPackages(FactBase[list[str]]):
         return sorted(line.strip() for line in output if line.strip())
 
 
+class ContainerdImages(FactBase[list[str]]):
+    """Image names in a containerd namespace (empty when containerd does not answer)."""
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def command(self, namespace: str) -> str:
+        return f"ctr -n {shlex.quote(namespace)} image ls -q 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return sorted(line.strip() for line in output if line.strip())
+
+
 def parse_toml(text: str) -> dict[str, Any]:
     """Parse TOML text; a broken file becomes {"__invalid__": reason} so it compares unequal."""
     try:

@@ -134,11 +134,14 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], deadline: float = 20
     raise RuntimeError(f"chroot sshd did not listen on 127.0.0.1:{port} within {deadline}s")
 
 
-def start_chroot_host(base: Path, name: str = "testhost") -> ChrootHost:
-    """Extract the rootfs under ``base``, start its sshd, return how to reach it."""
+def start_chroot_host(
+    base: Path, name: str = "testhost", tarball: Path | None = None, roles: tuple[str, ...] = ("runtimes",)
+) -> ChrootHost:
+    """Extract the rootfs (default: ``rootfs_tarball()``) under ``base``, start its sshd, return how to reach it."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("the chroot test host needs root and unshare(1)")
-    tarball = rootfs_tarball()
+    tarball = tarball or rootfs_tarball()
+    base.mkdir(parents=True, exist_ok=True)
     key = base / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     root, port = base / "root", free_port()
@@ -149,7 +152,7 @@ def start_chroot_host(base: Path, name: str = "testhost") -> ChrootHost:
     host_key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
     known_hosts = base / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(host_key)}\n")
-    target = HostTarget(name, SshEndpoint("127.0.0.1", port, "root", key), roles=("runtimes",))
+    target = HostTarget(name, SshEndpoint("127.0.0.1", port, "root", key), roles=roles)
     return ChrootHost(root, target, known_hosts, process)
 
 
@@ -244,12 +247,24 @@ class TcgVm:
         return ssh_run(self.target, self.known_hosts, command, timeout)
 
 
+def _banner(port: int) -> bool:
+    """Whether an sshd greets on the port (SLIRP accepts and drops connections before that)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            return sock.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
 def _wait_ssh_key(port: int, process: subprocess.Popen[bytes], deadline: float) -> str:
     """The guest's ed25519 host key, read over the forwarded port once sshd answers."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if process.poll() is not None:
             raise RuntimeError("qemu exited before the guest's sshd came up")
+        if not _banner(port):
+            time.sleep(2)
+            continue
         try:
             with paramiko.Transport(("127.0.0.1", port)) as transport:
                 transport.get_security_options().key_types = ["ssh-ed25519"]
@@ -261,14 +276,27 @@ def _wait_ssh_key(port: int, process: subprocess.Popen[bytes], deadline: float) 
     raise RuntimeError(f"guest sshd did not answer on 127.0.0.1:{port} within {deadline}s")
 
 
-def boot_tcg_vm(workdir: Path, name: str = "node1", memory_mib: int = 2048) -> TcgVm:
+# Baked into the VM image to save apt time under TCG (wasmedge alone is ~60 MB). crun is left
+# out on purpose: the configure stage must install it for real.
+VM_IMAGE_PACKAGES = ("containerd", "wasmedge")
+
+
+def boot_tcg_vm(
+    workdir: Path,
+    name: str = "node1",
+    memory_mib: int = 2048,
+    packages: tuple[str, ...] = VM_IMAGE_PACKAGES,
+    roles: tuple[str, ...] = ("base", "containerd"),
+) -> TcgVm:
     """Boot the image builder's trixie image (overlay on the cached image) and wait for ssh."""
     from deploy.images import build_seed_iso, ensure_image
     from deploy.model.resolved import ResolvedImage
 
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("qemu-system-x86_64 is not installed")
-    base = ensure_image(ResolvedImage(name="trixie", source="build", distro="debian", release="trixie"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    recipe = ResolvedImage(name="trixie", source="build", distro="debian", release="trixie", packages=packages)
+    base = ensure_image(recipe)
     overlay, key = workdir / "disk.qcow2", workdir / "id_ed25519"
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(overlay), "8G"], check=True
@@ -308,12 +336,17 @@ def boot_tcg_vm(workdir: Path, name: str = "node1", memory_mib: int = 2048) -> T
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    host_key = _wait_ssh_key(port, process, deadline=300)
-    known_hosts = workdir / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
-    target = HostTarget(name, SshEndpoint("127.0.0.1", port, "root", key), roles=("base", "containerd"))
-    vm = TcgVm(target, known_hosts, process, workdir)
-    _wait_login(vm)
+    try:
+        host_key = _wait_ssh_key(port, process, deadline=300)
+        known_hosts = workdir / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+        target = HostTarget(name, SshEndpoint("127.0.0.1", port, "root", key), roles=roles)
+        vm = TcgVm(target, known_hosts, process, workdir)
+        _wait_login(vm)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=30)
+        raise
     return vm
 
 

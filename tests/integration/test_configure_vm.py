@@ -1,21 +1,28 @@
-"""The configure stage on a real TCG VM from the trixie image: containerd handlers, WasmEdge, faults."""
+"""The configure stage on a real TCG VM from the trixie image: containerd handlers, WasmEdge, faults.
+
+One VM for the module. Its image has containerd and wasmedge baked in (apt under TCG is slow);
+crun is not in the image, so the first pass must install it through apt for real.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploy.configure.driver import ConfigureResult, configure
+from deploy.configure.driver import ConfigureResult, HostTarget, configure
 from deploy.configure.settings import ConfigureSettings
 from deploy.errors import StageError
+from deploy.providers.base import SshEndpoint
 from tests.integration.configure_fixtures import (
     TcgVm,
     boot_tcg_vm,
     busybox_oci_archive,
+    free_port,
     hello_wasm,
     static_busybox,
     stop_tcg_vm,
@@ -23,51 +30,79 @@ from tests.integration.configure_fixtures import (
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800), pytest.mark.usefixtures("converged")]
 
-SETTINGS = ConfigureSettings(hosts={"node1": "10.0.2.15"}, runtimes=("runc", "crun", "wasmedge"))
-IMAGE = "docker.io/library/labdeploy-busybox:1"
+SETTINGS = ConfigureSettings(hosts={"node1": "10.0.2.15", "node2": "10.0.2.16"}, runtimes=("runc", "crun", "wasmedge"))
+IMAGE = "localhost/labdeploy/busybox-test:1"
+NS = "labtest"
 
 
-@pytest.fixture(scope="module")
+@dataclass(frozen=True)
+class Converged:
+    result: ConfigureResult
+    events: list[dict[str, Any]]
+    seconds: float
+    crun_before: str  # dpkg status of crun before the first pass
+
+
+@pytest.fixture(scope="session")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcgVm]:
     machine = boot_tcg_vm(tmp_path_factory.mktemp("configure-vm"))
     yield machine
     stop_tcg_vm(machine)
 
 
-@pytest.fixture(scope="module")
-def converged(vm: TcgVm) -> tuple[ConfigureResult, list[dict[str, Any]], float]:
+@pytest.fixture(scope="session")
+def converged(vm: TcgVm) -> Converged:
+    _, crun_before, _ = vm.run("dpkg-query -W -f '${Status}' crun 2>/dev/null; true")
     events: list[dict[str, Any]] = []
     start = time.monotonic()
     result = configure([vm.target], SETTINGS, known_hosts=vm.known_hosts, on_event=events.append)
-    return result, events, time.monotonic() - start
+    return Converged(result, events, time.monotonic() - start, crun_before)
 
 
-def test_converges_and_second_pass_changes_nothing(
-    converged: tuple[ConfigureResult, list[dict[str, Any]], float],
-) -> None:
-    result, events, _ = converged
+def test_first_pass_installs_and_second_pass_changes_nothing(converged: Converged, vm: TcgVm) -> None:
+    result, events = converged.result, converged.events
     changed = result.changed["node1"]
-    assert {"containerd package", "containerd config", "kernel modules"} <= set(changed)
+    assert {"packages", "containerd config", "kernel modules", "kubernetes sysctls", "smoke test image"} <= set(changed)
     assert result.recheck is not None
+    assert result.recheck is not result.hosts
     assert result.recheck["node1"].changed == []
     assert [e["changed"] for e in events if e["event"] == "pass"] == [len(changed), 0]
+    assert converged.crun_before != "install ok installed"  # crun came from configure, not the image
+    status, out, _ = vm.run("dpkg-query -W -f '${Status}\\n' crun; lsmod | grep -c -E '^(overlay|br_netfilter) '")
+    assert (status, out.split()[-1]) == (0, "2")
+    assert out.startswith("install ok installed")
+    status, out, _ = vm.run("sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; grep node2 /etc/hosts")
+    assert out.split("\n")[:3] == ["1", "1", "10.0.2.16 node2"]
 
 
 def test_busybox_image_runs_under_each_handler(vm: TcgVm, tmp_path: Path) -> None:
-    archive = busybox_oci_archive(static_busybox(tmp_path), IMAGE)
-    (tmp_path / "img.tar").write_bytes(archive)
-    _upload(vm, tmp_path / "img.tar", "/tmp/img.tar")
-    status, out, err = vm.run("ctr -n labtest image import /tmp/img.tar && ctr -n labtest image ls -q")
+    status, dump, err = vm.run("containerd config dump")
     assert status == 0, err
-    assert IMAGE in out
-    for handler, binary in (("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")):
-        status, out, err = vm.run(
-            f"ctr -n labtest run --rm --runc-binary {binary} {IMAGE} t-{handler} /bin/busybox echo hello-{handler}"
-        )
+    binaries = {"runc": "/usr/sbin/runc", "crun": "/usr/bin/crun"}
+    for handler, binary in binaries.items():
+        assert f"containerd.runtimes.{handler}]" in dump
+        assert f'BinaryName = "{binary}"' in dump or handler == "runc"
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(busybox_oci_archive(static_busybox(tmp_path), IMAGE))
+    _upload(vm, archive, "/tmp/img.tar")
+    status, out, err = vm.run(f"ctr -n {NS} image import /tmp/img.tar && ctr -n {NS} image ls -q")
+    assert status == 0, err
+    assert IMAGE in out.split()
+    for handler, binary in binaries.items():
+        command = f"ctr -n {NS} run --rm --runc-binary {binary} {IMAGE} t-{handler} /bin/busybox echo hello-{handler}"
+        status, out, err = vm.run(command)
         assert (status, out.strip()) == (0, f"hello-{handler}"), err
-    status, out, _ = vm.run("containerd config dump")
-    assert "runtimes.crun]" in out
-    assert 'BinaryName = "/usr/bin/crun"' in out
+
+
+def test_smoke_image_for_verify_runs_under_each_handler(vm: TcgVm) -> None:
+    """The image the verify stage's runtime checks use, run exactly as they run it."""
+    for handler, binary in (("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")):
+        command = (
+            f"ctr -n k8s.io run --rm --runc-binary {binary} localhost/labdeploy/smoke:latest "
+            f"labdeploy-test-{handler} /bin/echo labdeploy-smoke-ok"
+        )
+        status, out, err = vm.run(command)
+        assert (status, out) == (0, "labdeploy-smoke-ok\n"), err
 
 
 def test_wasmedge_runs_a_module_built_from_wat(vm: TcgVm, tmp_path: Path) -> None:
@@ -79,21 +114,40 @@ def test_wasmedge_runs_a_module_built_from_wat(vm: TcgVm, tmp_path: Path) -> Non
 
 def test_handler_without_binary_fails_then_converges_after_fix(vm: TcgVm) -> None:
     assert vm.run("mv /usr/bin/crun /usr/bin/crun.away")[0] == 0
-    with pytest.raises(StageError) as caught:
-        configure([vm.target], SETTINGS, known_hosts=vm.known_hosts)
-    assert caught.value.host == "node1"
+    try:
+        with pytest.raises(StageError) as caught:
+            configure([vm.target], SETTINGS, known_hosts=vm.known_hosts)
+    finally:
+        assert vm.run("mv /usr/bin/crun.away /usr/bin/crun")[0] == 0
+    assert (caught.value.stage, caught.value.host) == ("configure", "node1")
     assert "'handler crun binary' failed" in caught.value.message
     assert "needs /usr/bin/crun, which is not on the node" in caught.value.message
-    assert vm.run("mv /usr/bin/crun.away /usr/bin/crun")[0] == 0
     assert configure([vm.target], SETTINGS, known_hosts=vm.known_hosts).changed == {}
 
 
 def test_missing_package_fails_then_converges(vm: TcgVm) -> None:
-    broken = ConfigureSettings(**{**SETTINGS.__dict__, "extra_packages": ("labdeploy-no-such-package",)})
+    broken = replace(SETTINGS, extra_packages=("labdeploy-no-such-package",))
     with pytest.raises(StageError) as caught:
-        configure([vm.target], broken, known_hosts=vm.known_hosts, idempotence_check=False)
+        configure([vm.target], broken, known_hosts=vm.known_hosts)
+    assert (caught.value.stage, caught.value.host) == ("configure", "node1")
+    assert "operation 'packages' failed on node1" in caught.value.message
     assert "Unable to locate package labdeploy-no-such-package" in caught.value.message
     assert configure([vm.target], SETTINGS, known_hosts=vm.known_hosts).changed == {}
+
+
+def test_unreachable_host_fails_then_rerun_is_one_noop_pass(vm: TcgVm) -> None:
+    ssh = vm.target.ssh
+    gone = HostTarget("node1", SshEndpoint("127.0.0.1", free_port(), ssh.user, ssh.key_path), vm.target.roles)
+    with pytest.raises(StageError) as caught:
+        configure([gone], SETTINGS, known_hosts=vm.known_hosts)
+    assert (caught.value.stage, caught.value.host) == ("configure", "node1")
+    assert "cannot reach over ssh" in caught.value.message
+    assert f"root@127.0.0.1:{gone.ssh.port}" in caught.value.message
+    events: list[dict[str, Any]] = []
+    result = configure([vm.target], SETTINGS, known_hosts=vm.known_hosts, on_event=events.append)
+    assert result.changed == {}
+    assert [e["pass"] for e in events if e["event"] == "pass"] == [1]  # converged: no second pass needed
+    assert result.recheck is result.hosts
 
 
 def _upload(vm: TcgVm, local: Path, remote: str) -> None:

@@ -1,4 +1,8 @@
-"""containerd: package, config.toml with one handler per runtime, registry mirror; restart on change."""
+"""containerd: package, config.toml with one handler per runtime, registry mirror; restart on change.
+
+Last, a tiny local image (``containerd.SMOKE_IMAGE`` in namespace k8s.io, made on the node from
+its own /bin/sh and /bin/echo) that the post-deploy smoke checks run under each handler.
+"""
 
 from __future__ import annotations
 
@@ -38,3 +42,4 @@ def deploy(ops: OpSink, settings: ConfigureSettings) -> None:
         restarted=True,
         _if=lambda: any(meta.did_change() for meta in changes),
     )
+    ops.add("smoke test image", containerd.smoke_image)

@@ -11,7 +11,7 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.files import File
 
-from deploy.configure.facts import TomlFile, parse_toml
+from deploy.configure.facts import ContainerdImages, TomlFile, parse_toml
 from deploy.configure.operations import put_text
 
 CRI = 'plugins."io.containerd.grpc.v1.cri"'
@@ -117,3 +117,36 @@ def handler_binary(handler: str, binary: str) -> Generator[Any]:
         f"install the {handler} runtime or remove it from kubernetes.runtimes"
     )
     yield f"test -x {shlex.quote(binary)} || {{ echo {shlex.quote(message)} >&2; exit 1; }}"
+
+
+SMOKE_IMAGE = "localhost/labdeploy/smoke:latest"
+SMOKE_NAMESPACE = "k8s.io"
+# An image made on the node from its own /bin/sh and /bin/echo plus the libraries they load
+# (no registry, no download): a docker-archive tarball that ``ctr image import`` understands.
+_SMOKE_SCRIPT = """set -e
+d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
+mkdir -p "$d/root/bin"
+for b in /bin/sh /bin/echo; do
+  cp -L "$b" "$d/root/bin/"
+  for lib in $(ldd "$b" | grep -o '/[^ ]*'); do mkdir -p "$d/root${{lib%/*}}"; cp -L "$lib" "$d/root$lib"; done
+done
+tar -C "$d/root" --owner=0 --group=0 --numeric-owner -cf "$d/layer.tar" .
+diff=$(sha256sum "$d/layer.tar" | cut -d' ' -f1)
+printf '{{"architecture":"%s","os":"linux","config":{{"Cmd":["/bin/sh"]}},'\\
+'"rootfs":{{"type":"layers","diff_ids":["sha256:%s"]}}}}' "$(dpkg --print-architecture)" "$diff" > "$d/config.json"
+printf '[{{"Config":"config.json","RepoTags":["%s"],"Layers":["layer.tar"]}}]' {name} > "$d/manifest.json"
+tar -C "$d" -cf "$d/image.tar" manifest.json config.json layer.tar
+ctr -n {namespace} image import "$d/image.tar" >/dev/null"""
+
+
+def smoke_image_script(name: str, namespace: str) -> str:
+    return _SMOKE_SCRIPT.format(name=shlex.quote(name), namespace=shlex.quote(namespace))
+
+
+@operation()
+def smoke_image(name: str = SMOKE_IMAGE, namespace: str = SMOKE_NAMESPACE) -> Generator[Any]:
+    """Import a tiny local image (``/bin/sh``, ``/bin/echo``) that smoke checks run under each handler."""
+    if name in host.get_fact(ContainerdImages, namespace=namespace):
+        host.noop(f"image {name} is in containerd namespace {namespace}")
+        return
+    yield smoke_image_script(name, namespace)
