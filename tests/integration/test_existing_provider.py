@@ -66,7 +66,7 @@ def test_wait_for_ssh_names_tcp_on_a_closed_port(store: HostKeyStore, tmp_path: 
     assert "timed out after 1.5s waiting for TCP connect" in error.message
     assert f"root@127.0.0.1:{port}" in error.message
     assert "ConnectionRefusedError" in error.message
-    assert 1.4 <= elapsed < 2.5
+    assert 1.4 <= elapsed < 6.5  # the deadline holds (generous upper bound for a loaded CI host)
 
 
 def test_wait_for_ssh_names_the_handshake_when_nothing_speaks_ssh(
@@ -79,7 +79,7 @@ def test_wait_for_ssh_names_the_handshake_when_nothing_speaks_ssh(
     assert "waiting for SSH handshake" in error.message
     assert f"127.0.0.1:{silent_listener}" in error.message
     assert "sshd" in error.hint
-    assert elapsed < 2.5
+    assert elapsed < 6.5
     assert store.keys("n1") == {}
 
 
@@ -99,7 +99,7 @@ def test_wait_for_ssh_names_the_handshake_when_the_port_closes_at_once(store: Ho
 
     assert "waiting for SSH handshake" in error.message
     assert "Error reading SSH protocol banner" in error.message
-    assert elapsed < 2.5
+    assert elapsed < 6.5
 
 
 def _accept_and_close(listener: socket.socket, stop: threading.Event) -> None:
@@ -138,7 +138,7 @@ def test_wait_for_ssh_names_authentication_for_a_wrong_key(
     assert "waiting for key authentication" in error.message
     assert f"key {stranger}" in error.message
     assert "authorized_keys" in error.hint
-    assert elapsed < 2.5
+    assert elapsed < 6.5
 
 
 def test_changed_host_key_fails_at_once_naming_both_fingerprints(
@@ -192,7 +192,7 @@ def test_run_command_stops_at_its_deadline(sshd: SshServer, store: HostKeyStore)
     )
 
     assert "`sleep 30` on node 'n1' did not finish within 1.5s" in error.message
-    assert elapsed < 3
+    assert elapsed < 8
 
 
 def test_exported_known_hosts_lets_openssh_check_strictly(sshd: SshServer, store: HostKeyStore, tmp_path: Path) -> None:
@@ -278,7 +278,7 @@ def test_create_machine_fails_for_an_unreachable_host(tmp_path: Path) -> None:
 
     assert "TCP connect" in error.message
     assert "node 'gone'" in error.message
-    assert elapsed < 2.5
+    assert elapsed < 6.5
     assert provider.status("gone").state == "unknown"
 
 

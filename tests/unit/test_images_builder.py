@@ -77,7 +77,7 @@ def test_cached_build_returns_at_once(tmp_path: Path) -> None:
     cached.write_bytes(b"qcow2")
     start = time.monotonic()
     assert ensure_image(build(), tmp_path, mirror=MIRROR + "/") == cached
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 5  # a hit, not a ~60 s build
 
 
 def test_concurrent_requests_for_one_recipe_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
