@@ -68,9 +68,10 @@ def export_known_hosts(state_dir: Path, nodes: list[ResolvedNode], outputs: Outp
     path = state_dir / "ssh_known_hosts"
     endpoints = {}
     for node in nodes:
-        ssh = outputs(f"machine:{node.name}").get("ssh")
-        if ssh:
-            endpoints[node.name] = (ssh["host"], int(ssh["port"]))
+        machine = outputs(f"machine:{node.name}")
+        if "ssh" in machine:
+            ssh = endpoint(machine)
+            endpoints[node.name] = (ssh.host, ssh.port)
     HostKeyStore(known_hosts_path(state_dir)).export_known_hosts(path, endpoints)
     return path
 

@@ -7,21 +7,14 @@ testinfra ``host`` fixture. An unknown or changed host key is refused, never acc
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
 from deploy.providers.base import SshEndpoint
+from deploy.ssh import CommandResult
 from deploy.verify.retry import CheckFailure
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    rc: int
-    stdout: str
-    stderr: str
 
 
 def ssh_command(ssh: SshEndpoint, known_hosts: Path, command: str) -> str:
