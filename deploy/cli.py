@@ -8,7 +8,7 @@
     deploy verify LAB           prove each layer works (JUnit, HTML and JSON reports)
     deploy status LAB           machines and their state
     deploy graph LAB            the resource DAG (--format mermaid|dot|html)
-    deploy reap                 remove expired or orphaned lab resources from a libvirt host
+    deploy reap [LAB]           remove expired or orphaned lab resources, through the providers
     deploy schema               the lab file's JSON Schema
     deploy doctor               host prerequisites, each with the command that fixes it
 """
@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--debug", action="store_true", help="show tracebacks")
     sub.choices["validate"].add_argument("--resolved", action="store_true", help="print every resolved node")
     sub.choices["plan"].add_argument("--no-refresh", action="store_true", help="do not ask providers")
+    for name in ("plan", "up"):
+        sub.choices[name].add_argument(
+            "--replace", action="append", default=[], metavar="RESOURCE",
+            help="tear down and create again (a resource id such as machine:web-1, or a node name); repeatable")
+        sub.choices[name].add_argument(
+            "--reconfigure", nargs="*", metavar="NODE",
+            help="re-run configure on converged nodes (all with roles when none is named) and report drift")
     up = sub.choices["up"]
     up.add_argument("--parallel", type=int, help="steps at once (default: sized to the work)")
     up.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="where run folders go")
@@ -67,11 +74,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="cap each check's retries (fail fast on a lab that has settled)")
     sub.choices["destroy"].add_argument("--quiet", action="store_true")
     sub.choices["graph"].add_argument("--format", choices=("mermaid", "dot", "html"), default="mermaid")
-    reap = sub.add_parser("reap", help="remove expired or orphaned lab resources from a libvirt host")
-    reap.add_argument("--uri", default="qemu:///system", help="libvirt URI (default qemu:///system)")
-    reap.add_argument("--pool", default="labdeploy", help="storage pool of lab volumes")
-    reap.add_argument("--older-than", default="12h", help="also take resources older than this (30m, 12h, 7d)")
+    reap = sub.add_parser("reap", help="remove expired or orphaned lab resources, through the providers")
+    reap.add_argument("lab_file", nargs="?", type=Path, metavar="LAB",
+                      help="reap on this lab file's provider endpoints (default: the local libvirt host)")
+    reap.add_argument("--uri", default="qemu:///system", help="libvirt URI without a lab file (default qemu:///system)")
+    reap.add_argument("--pool", default="labdeploy", help="storage pool of lab volumes (without a lab file)")
+    reap.add_argument("--older-than", help="also take anything created before this (30m, 12h, 7d); off by default")
     reap.add_argument("--lab", help="only this lab's resources")
+    reap.add_argument("--debug", action="store_true", help="show tracebacks")
     reap.add_argument("--dry-run", action="store_true", help="list what would be removed")
     reap.add_argument("--output", choices=("text", "json"), default="text")
     schema = sub.add_parser("schema", help="write the lab JSON Schema")
@@ -119,10 +129,20 @@ def _session(args: argparse.Namespace, **kwargs: Any) -> Any:
     return LabSession(args.lab, state_dir=args.state_dir, **kwargs)
 
 
+def _request(args: argparse.Namespace) -> Any:
+    from deploy.plan import Request
+
+    nodes = args.reconfigure
+    return Request(frozenset(args.replace), None if nodes is None else frozenset(nodes))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from deploy.model import open_lab
 
     _, resolved = open_lab(args.lab)
+    if args.output != "json":
+        for line in _not_yet(args):
+            err.print(f"[yellow]note:[/yellow] {line}", markup=True, highlight=False)
     if args.output == "json":
         out.print_json(json.dumps({"lab": resolved.name, "valid": True,
                                    "nodes": {k: v.__dict__ for k, v in resolved.nodes.items()}}, default=str))
@@ -139,10 +159,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_yet(args: argparse.Namespace) -> list[str]:
+    """What `deploy up` would refuse in this lab (steps no stage or provider can run yet)."""
+    plan = _session(args).plan(refresh=False)
+    ids = [c.resource_id for c in plan.unsupported]
+    if not ids:
+        return []
+    return [f"`deploy up` cannot run {len(ids)} step(s) of this lab yet and refuses it before any side effect: "
+            f"{', '.join(ids)}", "remove those sections to deploy the rest; `deploy plan` marks them with !"]
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from deploy.render import plan_text
 
-    plan = _session(args).plan(refresh=not args.no_refresh)
+    plan = _session(args).plan(refresh=not args.no_refresh, request=_request(args))
     if args.output == "json":
         out.print_json(json.dumps(plan.to_json()))
     else:
@@ -156,7 +186,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     view = _Progress(args.output, args.quiet)
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = session.up(parallel=args.parallel, on_event=view.event, stop=stop, verify=not args.no_verify)
+        result = session.up(parallel=args.parallel, on_event=view.event, stop=stop, verify=not args.no_verify,
+                            request=_request(args))
     finally:
         view.close()
         for sig, handler in previous.items():
@@ -168,6 +199,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         out.print(f"No changes: lab {session.resolved.name} is up to date (every step converged).")
     else:
         out.print(f"Lab {session.resolved.name} is up: {result.result.changed} steps applied.")
+    for node, changed in sorted(result.drift.items()):
+        drifted = f"{len(changed)} operation(s) found drift and fixed it: {'; '.join(changed)}" if changed \
+            else "no drift (every operation already converged)"
+        out.print(f"  reconfigured {node}: {drifted}", markup=False)
     if result.verify:
         _print_verify(result.verify)
     _print_access(session)
@@ -280,20 +315,27 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    from deploy.model.schema import parse_duration
-    from deploy.reaper import reap_libvirt
+    from datetime import timedelta
 
-    try:
-        seconds = parse_duration(args.older_than)
-    except ValueError as exc:
-        raise ConfigError(f"--older-than: {exc}") from None
-    found = reap_libvirt(args.uri, pool=args.pool, older_than_seconds=seconds, dry_run=args.dry_run, lab=args.lab)
+    from deploy.model.schema import parse_duration
+    from deploy.session import reap
+
+    older = None
+    if args.older_than is not None:
+        try:
+            older = timedelta(seconds=parse_duration(args.older_than))
+        except ValueError as exc:
+            raise ConfigError(f"--older-than: {exc}") from None
+    found = reap(args.lab_file, uri=args.uri, pool=args.pool, older_than=older, dry_run=args.dry_run, lab=args.lab)
     if args.output == "json":
-        out.print_json(json.dumps([{"kind": r.kind, "name": r.name, "lab": r.tags.lab} for r in found]))
+        out.print_json(json.dumps([{"kind": r.resource.kind, "name": r.resource.name, "lab": r.resource.tags.lab,
+                                    "provider": r.resource.provider, "reason": r.reason} for r in found]))
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for r in found:
-        out.print(f"  {verb} {r.kind} {r.name} (lab {r.tags.lab}, run {r.tags.run_id})", markup=False)
+        res = r.resource
+        owner = f"lab {res.tags.lab}, run {res.tags.run_id}" if res.tags.lab else "no lab"
+        out.print(f"  {verb} {res.kind} {res.name} ({owner}): {r.reason}", markup=False)
     out.print(f"{len(found)} resources {verb}." if found else "Nothing to reap.")
     return 0
 

@@ -6,47 +6,48 @@ outcome, so a re-run keeps what is converged. The diff yields one action per res
 
     create   never done            update   inputs (or a dependency) changed
     retry    last attempt failed   keep     converged, nothing to do
+    replace  torn down and created again on request (``deploy up --replace``)
     delete   recorded, no longer in the lab
+
+A change whose kind no stage can run yet (see :mod:`deploy.stages`), or whose provider kind
+has no implementation here, is marked ``supported=False``: the plan shows and counts it
+apart, and ``up`` refuses it before any side effect.
 """
 
 from __future__ import annotations
 
+import difflib
 import graphlib
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
+from deploy import resources as rid
 from deploy.errors import PlanError
 from deploy.model.resolve import ResolvedLab
 from deploy.model.resolved import ResolvedNode
+from deploy.resources import Resource, ResourceId
+from deploy.stages import STAGE_NAMES, rank, stage_of
 from deploy.state import LabState
 
-STAGES = ["images", "networks", "machines", "reachable", "configure", "cluster", "addons", "ansible", "verify"]
-KIND_STAGE = {"image": "images", "network": "networks", "machine": "machines", "reachable": "reachable",
-              "configure": "configure", "cluster": "cluster", "addon": "addons", "ansible": "ansible",
-              "verify": "verify"}
-CHANGES = ("create", "update", "retry", "delete")
-
-
-@dataclass(frozen=True)
-class Resource:
-    id: str
-    kind: str
-    name: str
-    provider: str | None = None
-    deps: tuple[str, ...] = ()
-    inputs: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def stage(self) -> str:
-        return KIND_STAGE[self.kind]
-
-    @property
-    def input_hash(self) -> str:
-        blob = json.dumps(self.inputs, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+__all__ = [
+    "CHANGES",
+    "STAGES",
+    "Change",
+    "Plan",
+    "Request",
+    "Resource",
+    "ResourceId",
+    "build_resources",
+    "diff",
+    "make_plan",
+]
+STAGES = STAGE_NAMES
+CHANGES = ("create", "update", "retry", "replace", "delete")
+RECONFIGURE = "reconfigure requested"
+COUNTED = ("create", "update", "retry", "replace", "keep", "delete", "unsupported")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,18 @@ class Change:
     kind: str
     action: str
     reason: str = ""
+    supported: bool = True
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for beyond the lab file: ``--replace`` ids, ``--reconfigure`` nodes.
+
+    ``reconfigure`` is None when not asked; an empty set means every node with roles.
+    """
+
+    replace: frozenset[str] = frozenset()
+    reconfigure: frozenset[str] | None = None
 
 
 @dataclass
@@ -68,15 +81,21 @@ class Plan:
     def has_changes(self) -> bool:
         return any(c.action in CHANGES for c in self.changes)
 
+    @property
+    def unsupported(self) -> list[Change]:
+        """Pending changes that this version cannot run."""
+        return [c for c in self.changes if not c.supported and c.action not in ("keep", "delete")]
+
     def action(self, resource_id: str) -> str:
         if len(self._actions) != len(self.changes):
             self._actions = {c.resource_id: c.action for c in self.changes}
         return self._actions[resource_id]
 
     def count(self) -> dict[str, int]:
-        counts = dict.fromkeys(("create", "update", "retry", "keep", "delete"), 0)
+        counts = dict.fromkeys(COUNTED, 0)
         for change in self.changes:
-            counts[change.action] += 1
+            pending = change.action not in ("keep", "delete")
+            counts["unsupported" if pending and not change.supported else change.action] += 1
         return counts
 
     def to_json(self) -> dict[str, Any]:
@@ -119,29 +138,29 @@ def _needs_image(resolved: ResolvedLab, node: ResolvedNode) -> bool:
 
 def _images(resolved: ResolvedLab) -> list[Resource]:
     used = sorted({(n.provider, n.image) for n in resolved.nodes.values() if _needs_image(resolved, n)})
-    return [Resource(f"image:{provider}/{image}", "image", image, provider,
+    return [Resource(rid.image(provider, image), "image", image, provider,
                      inputs={"recipe": resolved.images[image].recipe(), "provider": provider})
             for provider, image in used]
 
 
 def _networks(resolved: ResolvedLab) -> list[Resource]:
-    return [Resource(f"network:{net.name}", "network", net.name, net.provider, inputs=plain(net))
+    return [Resource(rid.network(net.name), "network", net.name, net.provider, inputs=plain(net))
             for net in sorted(resolved.networks.values(), key=lambda n: n.name) if net.mode != "user"]
 
 
 def _node_resources(resolved: ResolvedLab, node: ResolvedNode, shared: dict[str, Any]) -> list[Resource]:
-    deps = [f"network:{nic.network}" for nic in node.nics if nic.mode != "user"]
+    deps = [rid.network(nic.network) for nic in node.nics if nic.mode != "user"]
     if _needs_image(resolved, node):
-        deps.insert(0, f"image:{node.provider}/{node.image}")
+        deps.insert(0, rid.image(node.provider, node.image or ""))
     machine_inputs = {k: v for k, v in plain(node).items() if k not in ("roles", "labels")}
     resources = [
-        Resource(f"machine:{node.name}", "machine", node.name, node.provider, tuple(deps), machine_inputs),
-        Resource(f"reachable:{node.name}", "reachable", node.name, node.provider, (f"machine:{node.name}",),
+        Resource(rid.machine(node.name), "machine", node.name, node.provider, tuple(deps), machine_inputs),
+        Resource(rid.reachable(node.name), "reachable", node.name, node.provider, (rid.machine(node.name),),
                  {"user": node.ssh_user, "port": node.ssh_port}),
     ]
     if node.roles:
-        resources.append(Resource(f"configure:{node.name}", "configure", node.name, node.provider,
-                                  (f"reachable:{node.name}",), {"roles": list(node.roles), **shared}))
+        resources.append(Resource(rid.configure(node.name), "configure", node.name, node.provider,
+                                  (rid.reachable(node.name),), {"roles": list(node.roles), **shared}))
     return resources
 
 
@@ -160,29 +179,33 @@ def _kubernetes(resolved: ResolvedLab, resources: list[Resource]) -> list[Resour
         return []
     groups = {k8s.control_plane, *k8s.worker_groups}
     nodes = sorted(n.name for n in resolved.nodes.values() if n.group in groups)
-    ids = {r.id for r in resources}
-    deps = tuple(f"configure:{n}" if f"configure:{n}" in ids else f"reachable:{n}" for n in nodes)
+    deps = _after_configure(nodes, resources)
     spec = k8s.model_dump()
-    out = [Resource("cluster:kubernetes", "cluster", "kubernetes", None, deps,
+    out = [Resource(ResourceId("cluster", "kubernetes"), "cluster", "kubernetes", None, deps,
                     {k: spec[k] for k in ("distribution", "version", "control_plane", "workers",
                                           "pod_cidr", "service_cidr")} | {"nodes": nodes})]
     addons = {"cni": spec["cni"], "mesh": spec["mesh"], "gpu": spec["gpu_operator"],
               "runtimes": spec["runtimes"] if set(spec["runtimes"]) - {"runc"} else None}
     for name, addon in addons.items():
         if addon:
-            after = ("addon:cni",) if name == "mesh" and addons["cni"] else ()
-            out.append(Resource(f"addon:{name}", "addon", name, None, ("cluster:kubernetes", *after),
+            after = (ResourceId("addon", "cni"),) if name == "mesh" and addons["cni"] else ()
+            out.append(Resource(ResourceId("addon", name), "addon", name, None, (out[0].id, *after),
                                 {"spec": addon}))
     return out
 
 
+def _after_configure(nodes: list[str], resources: list[Resource]) -> tuple[ResourceId, ...]:
+    """For each node, its configure step where it has one, else its reachable step."""
+    ids = {r.id for r in resources}
+    return tuple(rid.configure(n) if rid.configure(n) in ids else rid.reachable(n) for n in nodes)
+
+
 def _ansible(resolved: ResolvedLab, resources: list[Resource]) -> list[Resource]:
     out = []
-    ids = {r.id for r in resources}
     for index, play in enumerate(resolved.lab.ansible):
         nodes = sorted(n.name for n in resolved.nodes_of(play.hosts))
-        deps = tuple(f"configure:{n}" if f"configure:{n}" in ids else f"reachable:{n}" for n in nodes)
-        out.append(Resource(f"ansible:{index}", "ansible", str(index), None, deps,
+        deps = _after_configure(nodes, resources)
+        out.append(Resource(ResourceId("ansible", str(index)), "ansible", str(index), None, deps,
                             {"play": play.model_dump(), "nodes": nodes}))
     return out
 
@@ -194,25 +217,79 @@ def check_acyclic(resources: dict[str, Resource]) -> list[str]:
         if missing:
             raise PlanError(f"{resource.id} depends on {', '.join(missing)}, which the lab does not define")
     try:
-        return list(graphlib.TopologicalSorter({k: r.deps for k, r in resources.items()}).static_order())
+        order = list(graphlib.TopologicalSorter({k: r.deps for k, r in resources.items()}).static_order())
     except graphlib.CycleError as exc:
         raise PlanError(f"dependency cycle: {' -> '.join(exc.args[1])}") from None
+    for resource in resources.values():
+        waits_for = stage_of(resource.kind).waits_for
+        odd = [d for d in resource.deps if resources[d].kind not in waits_for]
+        if odd:  # the stage registry is the one declaration of what may wait for what
+            raise PlanError(f"{resource.id} depends on {', '.join(odd)}, but {resource.kind} steps wait only "
+                            f"for {', '.join(waits_for) or 'nothing'} (deploy/stages.py)")
+    return order
 
 
 # --- diff ----------------------------------------------------------------------------------
 
 
-def diff(lab: str, resources: dict[str, Resource], state: LabState,
-         missing: Iterable[str] = ()) -> Plan:
-    """Compare wanted resources with the state; ``missing`` lists recorded ids found gone."""
+def diff(lab: str, resources: dict[str, Resource], state: LabState, missing: Iterable[str] = (), *,
+         request: Request | None = None, provider_ok: Callable[[str | None], bool] = lambda _p: True) -> Plan:
+    """Compare wanted resources with the state; ``missing`` lists recorded ids found gone.
+
+    ``provider_ok(name)`` says whether the named provider's kind can run here; ``request``
+    adds the user's replacements and reconfigurations (each checked against the lab).
+    """
+    request = request or Request()
     order = check_acyclic(resources)
+    asked = _requested(resources, request)
     gone = set(missing)
     actions: dict[str, Change] = {}
-    for rid in order:
-        actions[rid] = _change(resources[rid], state, gone, actions)
-    deletes = [Change(rid, rec.kind, "delete", "no longer in the lab")
-               for rid, rec in sorted(state.resources.items()) if rid not in resources]
-    return Plan(lab, resources, [actions[rid] for rid in order] + delete_order(deletes))
+    for resource_id in order:
+        resource = resources[resource_id]
+        change = _change(resource, state, gone, actions)
+        wanted = asked.get(resource_id)
+        if wanted is not None and (wanted.action == "replace" or change.action == "keep"):
+            change = wanted
+        if change.action != "keep" and not (stage_of(resource.kind).supported and provider_ok(resource.provider)):
+            change = Change(change.resource_id, change.kind, change.action, change.reason, supported=False)
+        actions[resource_id] = change
+    deletes = [Change(k, rec.kind, "delete", "no longer in the lab")
+               for k, rec in sorted(state.resources.items()) if k not in resources]
+    return Plan(lab, resources, [actions[k] for k in order] + delete_order(deletes))
+
+
+def _requested(resources: dict[str, Resource], request: Request) -> dict[str, Change]:
+    """The changes the user asked for; PlanError names an unknown resource or node."""
+    out: dict[str, Change] = {}
+    for text in sorted(request.replace):
+        target = _replace_target(text, resources)
+        out[target] = Change(target, resources[target].kind, "replace", "replacement requested")
+    if request.reconfigure is not None:
+        for target in _reconfigure_targets(request.reconfigure, resources):
+            out.setdefault(target, Change(target, "configure", "update", RECONFIGURE))
+    return out
+
+
+def _replace_target(text: str, resources: dict[str, Resource]) -> str:
+    """``machine:web-1``, or a bare node name meaning its machine."""
+    target = text if ":" in text else str(rid.machine(text))
+    if target in resources:
+        return target
+    near = difflib.get_close_matches(target, list(resources), n=1)
+    guess = f"did you mean {near[0]!r}? " if near else ""
+    raise PlanError(f"--replace {text}: the lab has no resource {target}",
+                    hint=f"{guess}`deploy plan` lists the resource ids (kind:name); a node name means its machine")
+
+
+def _reconfigure_targets(nodes: Collection[str], resources: dict[str, Resource]) -> list[str]:
+    configurable = {r.name: k for k, r in resources.items() if r.kind == "configure"}
+    if not configurable:
+        raise PlanError("--reconfigure: no node of this lab has roles to configure")
+    unknown = sorted(set(nodes) - set(configurable))
+    if unknown:
+        raise PlanError(f"--reconfigure: {', '.join(unknown)} is not a node with roles in this lab",
+                        hint=f"nodes with roles: {', '.join(sorted(configurable))}")
+    return [configurable[n] for n in sorted(nodes or configurable)]
 
 
 def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str, Change]) -> Change:
@@ -229,17 +306,17 @@ def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str,
         return make("update", "inputs changed")
     if resource.id in gone:
         return make("create", "recorded but no longer exists")
-    changed = [d for d in resource.deps if done[d].action in CHANGES]
-    if changed:
+    changed = [d for d in resource.deps if done[d].action in CHANGES and done[d].reason != RECONFIGURE]
+    if changed:  # a re-run of configure on request re-converges hosts; it does not redo what follows
         return make("update", f"{changed[0]} changes")
     return make("keep", "")
 
 
 def delete_order(deletes: list[Change]) -> list[Change]:
-    """Dependents first: verify, ansible, ..., networks, images."""
-    rank = {kind: i for i, kind in enumerate(KIND_STAGE)}
-    return sorted(deletes, key=lambda c: (-rank.get(c.kind, 0), c.resource_id))
+    """Dependents first: ansible, addons, ..., networks, images (the stage order reversed)."""
+    return sorted(deletes, key=lambda c: (-rank(c.kind), c.resource_id))
 
 
-def make_plan(resolved: ResolvedLab, state: LabState, missing: Iterable[str] = ()) -> Plan:
-    return diff(resolved.name, build_resources(resolved), state, missing)
+def make_plan(resolved: ResolvedLab, state: LabState, missing: Iterable[str] = (), *, request: Request | None = None,
+              provider_ok: Callable[[str | None], bool] = lambda _p: True) -> Plan:
+    return diff(resolved.name, build_resources(resolved), state, missing, request=request, provider_ok=provider_ok)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 import json
 
-from deploy.plan import Plan
+from deploy.plan import Change, Plan
 
-SYMBOL = {"create": "+", "update": "~", "retry": "!", "keep": " ", "delete": "-"}
+SYMBOL = {"create": "+", "update": "~", "retry": "~", "replace": "-/+", "keep": " ", "delete": "-"}
+UNSUPPORTED = "!"
 
 
 def plan_text(plan: Plan, *, show_keep: bool = False) -> str:
@@ -15,14 +16,24 @@ def plan_text(plan: Plan, *, show_keep: bool = False) -> str:
     for change in plan.changes:
         if change.action == "keep" and not show_keep:
             continue
-        reason = f"  ({change.reason})" if change.reason and change.action != "create" else ""
-        lines.append(f"  {SYMBOL[change.action]} {change.resource_id:<40} {change.action}{reason}")
+        lines.append(_change_line(change))
     counts = plan.count()
     if not plan.has_changes:
         lines.append("  No changes. The lab matches its file.")
     lines.append(f"Plan: {counts['create']} to create, {counts['update']} to update, "
-                 f"{counts['retry']} to retry, {counts['delete']} to delete, {counts['keep']} unchanged.")
+                 f"{counts['retry']} to retry, {counts['replace']} to replace, {counts['delete']} to delete, "
+                 f"{counts['keep']} unchanged.")
+    if counts["unsupported"]:
+        lines.append(f"      {counts['unsupported']} not supported yet (marked !): `deploy up` refuses this lab "
+                     "until they are removed from it.")
     return "\n".join(lines)
+
+
+def _change_line(change: Change) -> str:
+    if not change.supported and change.action not in ("keep", "delete"):
+        return f"  {UNSUPPORTED:>3} {change.resource_id:<40} not supported yet"
+    reason = f"  ({change.reason})" if change.reason and change.action != "create" else ""
+    return f"  {SYMBOL[change.action]:>3} {change.resource_id:<40} {change.action}{reason}"
 
 
 def _node_id(resource_id: str) -> str:

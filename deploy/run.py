@@ -1,19 +1,23 @@
 """Execute a plan: dependency order, independent steps in parallel, checkpoints after every step.
 
-The engine knows nothing of what a step does; it looks up an executor by resource kind in
-:mod:`deploy.stages`. Rules:
+The engine knows nothing of what a step does; it reads each kind's declaration in
+:mod:`deploy.stages` (executor, batched, teardown). Rules:
 
 * a step starts when all its dependencies succeeded (``keep`` counts as success);
 * a failed step stops its dependents (recorded as ``skipped``) while independent branches finish;
 * every start and end is checkpointed in the state (atomic write), so a run killed at any
   point resumes: a step recorded ``running`` is retried, a converged one is kept;
 * a stop request (SIGINT/SIGTERM) starts nothing new and lets in-flight steps end;
-* kinds in ``stages.BATCH_KINDS`` (configure) run as one batch of every ready resource, so
-  pyinfra connects to all hosts at once.
+* kinds declared ``batched`` (configure) run as one batch of every ready resource, so
+  pyinfra connects to all hosts at once;
+* a ``replace`` step runs its kind's teardown first, then its executor;
+* an executor's unexpected exception fails its steps as an internal error, with its own
+  traceback in the run log.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +25,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy import stages
+from deploy import steps
 from deploy.errors import LabError, PlanError, StageError
-from deploy.plan import Plan, Resource
-from deploy.stages import StepContext
+from deploy.plan import Plan
+from deploy.resources import Resource
+from deploy.stages import stage_of
 from deploy.state import LabState, ResourceRecord, StateStore
+from deploy.steps import StepContext
 
+log = logging.getLogger(__name__)
 EventSink = Callable[[dict[str, Any]], None]
 
 
@@ -59,17 +66,12 @@ class RunResult:
         return not self.failed and not self.interrupted
 
 
-def unsupported_kinds(plan: Plan) -> list[str]:
-    """Resources whose stage this version cannot run (checked before any side effect)."""
-    return sorted({c.resource_id for c in plan.changes
-                   if c.action not in {"keep", "delete"} and c.kind not in stages.EXECUTORS})
-
-
 def require_supported(plan: Plan) -> None:
-    missing = unsupported_kinds(plan)
+    """Refuse, before any side effect, a plan with steps that this version cannot run."""
+    missing = sorted(c.resource_id for c in plan.unsupported)
     if missing:
         raise PlanError(f"this lab needs steps that labdeploy cannot run yet: {', '.join(missing)}",
-                        hint="`deploy plan` shows the whole plan; remove those sections to deploy the rest")
+                        hint="`deploy plan` marks them with !; remove those sections to deploy the rest")
 
 
 class Engine:
@@ -141,11 +143,11 @@ class Engine:
                 self._finish(resource, "kept", 0.0)
 
     def _batches(self, ready: list[Resource]) -> list[list[Resource]]:
-        singles = [[r] for r in ready if r.kind not in stages.BATCH_KINDS]
+        singles = [[r] for r in ready if not stage_of(r.kind).batched]
         batched: dict[str, list[Resource]] = {}
         other_work = bool(self._running) or bool(singles)
         for resource in ready:
-            if resource.kind in stages.BATCH_KINDS and not other_work:
+            if stage_of(resource.kind).batched and not other_work:
                 batched.setdefault(resource.kind, []).append(resource)
         return singles + list(batched.values())
 
@@ -167,7 +169,21 @@ class Engine:
     # --- one step ---------------------------------------------------------------------------
 
     def _execute(self, batch: list[Resource]) -> dict[str, Any]:
-        return stages.execute(batch, self.ctx)
+        replaced = [r for r in batch if self.plan.action(r.id) == "replace"]
+        failed: dict[str, Any] = {}
+        for resource in replaced:
+            try:
+                self._teardown(resource)
+            except LabError as exc:
+                failed[resource.id] = exc
+        rest = [r for r in batch if r.id not in failed]
+        return failed | (steps.execute(rest, self.ctx) if rest else {})
+
+    def _teardown(self, resource: Resource) -> None:
+        record = self.state.resources.get(resource.id)
+        if record is not None:
+            self.emit({"event": "step", "id": resource.id, "stage": resource.stage, "status": "replacing"})
+            steps.destroy(record, self.ctx)
 
     def _begin(self, resource: Resource) -> None:
         self._started[resource.id] = time.monotonic()
@@ -187,7 +203,9 @@ class Engine:
                 results = dict.fromkeys(ids, exc)
             except Exception as exc:  # an executor bug must not lose the checkpoints of the others
                 stage = self.plan.resources[ids[0]].stage
-                results = dict.fromkeys(ids, StageError(stage, f"internal error: {exc!r}"))
+                log.error("internal error in %s (%s)", stage, ", ".join(ids), exc_info=exc)
+                results = dict.fromkeys(ids, StageError(stage, f"internal error: {exc!r}",
+                                                        hint="its traceback is in the run log"))
             for rid in ids:
                 self._record(self.plan.resources[rid], results.get(rid, {}))
             self.store.save(self.state)
@@ -220,7 +238,7 @@ class Engine:
             record = self.state.resources[change.resource_id]
             started = time.monotonic()
             try:
-                stages.destroy(record, self.ctx)
+                steps.destroy(record, self.ctx)
             except LabError as exc:
                 self.result.outcomes[record.id] = StepOutcome(record.id, "failed", error=exc.message,
                                                               stage=record.kind)

@@ -19,17 +19,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy import resources as rid
 from deploy.artifacts import RunArtifacts, new_run_id
 from deploy.errors import LabError, ProviderError, StageError, VerificationError
 from deploy.model import LoadedLab, ResolvedLab, open_lab
-from deploy.plan import Plan, make_plan
+from deploy.plan import RECONFIGURE, Plan, Request, make_plan
+from deploy.providers import registry
 from deploy.providers.base import ProviderContext, TaggedResource, Tags
 from deploy.run import Engine, RunResult, require_supported
 from deploy.secrets import resolve_secret
-from deploy.stages import ProviderPool, StepContext
 from deploy.state import LabState, RunRecord, StateStore
+from deploy.steps import ProviderPool, StepContext
 
 if TYPE_CHECKING:
+    from deploy.reaper import Reaped
     from deploy.verify import VerifyReport
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ class UpResult:
     artifacts: Path
     summary: dict[str, Any] = field(default_factory=dict)
     verify: VerifyReport | None = None
+    drift: dict[str, list[str]] = field(default_factory=dict)  # --reconfigure: node -> operations that changed
 
 
 def default_parallel(plan: Plan) -> int:
@@ -65,36 +69,43 @@ class LabSession:
 
     # --- plan -----------------------------------------------------------------------------
 
-    def plan(self, *, refresh: bool = True) -> Plan:
+    def plan(self, *, refresh: bool = True, request: Request | None = None) -> Plan:
+        """What ``up`` would do. Reads only: no key, state folder or artifact is written."""
         state = self.store.load()
-        pool = self._pool()
-        try:
-            missing = self._missing(state, pool) if refresh else []
-        finally:
-            pool.close()
-        return make_plan(self.resolved, state, missing)
+        missing: list[str] = []
+        if refresh and state.resources:
+            pool = self._pool(create_key=False)
+            try:
+                missing = self._missing(state, pool)
+            finally:
+                pool.close()
+        return make_plan(self.resolved, state, missing, request=request, provider_ok=self.provider_ok)
+
+    def provider_ok(self, name: str | None) -> bool:
+        """Whether this version has an implementation of provider ``name``'s kind."""
+        return name is None or registry.known(self.resolved.providers[name].kind)
 
     def _missing(self, state: LabState, pool: ProviderPool) -> list[str]:
         """Recorded machines that no longer exist on their provider (deleted behind our back)."""
         gone = []
-        for rid, record in state.resources.items():
+        for key, record in state.resources.items():
             if record.kind != "machine" or record.status != "ok" or record.provider not in self.resolved.providers:
                 continue  # only converged machines of known providers can have vanished
-            name = rid.split(":", 1)[1]
-            if pool.get(record.provider or "").status(name).state == "absent":
-                gone.append(rid)
+            if pool.get(record.provider or "").status(rid.ResourceId.parse(key).name).state == "absent":
+                gone.append(key)
         return gone
 
     # --- up -------------------------------------------------------------------------------
 
     def up(self, *, parallel: int | None = None, on_event: EventSink = lambda _e: None,
-           stop: threading.Event | None = None, verify: bool = True) -> UpResult:
+           stop: threading.Event | None = None, verify: bool = True, request: Request | None = None) -> UpResult:
         run_id = new_run_id()
         with self.store.locked(f"up {run_id}"):
             artifacts = RunArtifacts(self.artifacts_root, self.resolved.name, run_id)
             artifacts.attach_log()
             try:
-                result = self._up(run_id, artifacts, parallel, _tee(artifacts.event, on_event), stop)
+                result = self._up(run_id, artifacts, parallel, _tee(artifacts.event, on_event), stop=stop,
+                                  request=request or Request())
                 if verify:
                     result.verify = self._verify(artifacts.dir / "verify", artifacts.event, on_event)
                 return result
@@ -104,14 +115,15 @@ class LabSession:
             finally:
                 artifacts.close()
 
-    def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, sink: EventSink,
-            stop: threading.Event | None) -> UpResult:
+    def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, sink: EventSink, *,
+            stop: threading.Event | None, request: Request) -> UpResult:
         tags = self._tags(run_id)
         pool = self._pool(artifacts.dir, sink)
         state = self.store.load()
         record = RunRecord(run_id, "up", time.time(), artifacts=str(artifacts.dir))
         try:
-            plan = make_plan(self.resolved, state, self._missing(state, pool))
+            plan = make_plan(self.resolved, state, self._missing(state, pool), request=request,
+                             provider_ok=self.provider_ok)
             require_supported(plan)
             _check_providers(plan, pool)
             self._write_inputs(artifacts, plan)
@@ -127,7 +139,7 @@ class LabSession:
         sink({"event": "run", "status": summary["outcome"], "changed": result.changed})
         if not result.ok:
             raise _run_error(result, artifacts.dir)
-        return UpResult(plan, result, run_id, artifacts.dir, summary)
+        return UpResult(plan, result, run_id, artifacts.dir, summary, drift=_drift(plan, state))
 
     def _write_inputs(self, artifacts: RunArtifacts, plan: Plan) -> None:
         artifacts.write_json("resolved.json", {"name": self.resolved.name, "nodes": self.resolved.nodes,
@@ -162,7 +174,7 @@ class LabSession:
         removed: list[str] = []
         with self.store.locked(f"destroy {run_id}"):
             state = self.store.load()
-            pool = self._pool()
+            pool = self._pool(create_key=False)
             try:
                 removed += self._destroy_recorded(state, pool, run_id, on_event)
                 removed += self._destroy_tagged(pool, on_event)
@@ -175,17 +187,13 @@ class LabSession:
     def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
                           on_event: EventSink) -> list[str]:
         from deploy.plan import Change, delete_order
-        from deploy.ssh_hostkeys import HostKeyStore, known_hosts_path
-        from deploy.stages import destroy
+        from deploy.steps import destroy
 
         ctx = self._step_context(run_id, self._tags(run_id), pool, state, None)
-        order = delete_order([Change(rid, rec.kind, "delete") for rid, rec in state.resources.items()])
-        host_keys = HostKeyStore(known_hosts_path(self.state_dir))
+        order = delete_order([Change(key, rec.kind, "delete") for key, rec in state.resources.items()])
         removed = []
         for change in order:
-            destroy(state.resources[change.resource_id], ctx)
-            if change.kind == "machine":  # a re-created machine has new host keys
-                host_keys.forget(change.resource_id.split(":", 1)[1])
+            destroy(state.resources[change.resource_id], ctx)  # a machine's teardown forgets its host keys
             del state.resources[change.resource_id]
             self.store.save(state)
             removed.append(change.resource_id)
@@ -206,11 +214,11 @@ class LabSession:
 
     def status(self) -> list[dict[str, Any]]:
         state = self.store.load()
-        pool = self._pool()
+        pool = self._pool(create_key=False)
         rows = []
         try:
             for node in self.resolved.nodes.values():
-                record = state.resources.get(f"machine:{node.name}")
+                record = state.resources.get(rid.machine(node.name))
                 info = pool.get(node.provider).status(node.name) if record else None
                 rows.append({"node": node.name, "provider": node.provider,
                              "state": info.state if info else "not created",
@@ -219,21 +227,24 @@ class LabSession:
             tagged = [r for p in self.resolved.providers for r in _safe_find(pool, p, self.resolved.name)]
         finally:
             pool.close()
-        known = {f"machine:{n}" for n in self.resolved.nodes}
+        known = {rid.machine(n) for n in self.resolved.nodes}
         rows += [{"node": r.name, "provider": r.provider, "state": "untracked", "ssh": None,
-                  "recorded": None} for r in tagged if r.kind == "machine" and f"machine:{r.name}" not in known]
+                  "recorded": None} for r in tagged if r.kind == "machine" and rid.machine(r.name) not in known]
         return rows
 
     # --- plumbing -------------------------------------------------------------------------
 
     def _tags(self, run_id: str) -> Tags:
         now = datetime.now(UTC)
-        return Tags(self.resolved.name, run_id, now, now + timedelta(seconds=self.resolved.ttl_seconds))
+        return Tags(self.resolved.name, run_id, now, now + timedelta(seconds=self.resolved.ttl_seconds),
+                    str(self.state_dir.resolve()))
 
-    def _pool(self, artifacts_dir: Path | None = None, sink: EventSink | None = None) -> ProviderPool:
+    def _pool(self, artifacts_dir: Path | None = None, sink: EventSink | None = None, *,
+              create_key: bool = True) -> ProviderPool:
+        """The lab's providers; ``create_key=False`` (plan, status) writes nothing, not even the key."""
         from deploy.ssh_keys import generate_keypair
 
-        key, public = generate_keypair(self.state_dir)
+        key, public = generate_keypair(self.state_dir) if create_key else (self.state_dir / "id_ed25519", None)
 
         def progress(message: str) -> None:
             log.info("%s", message)
@@ -278,7 +289,7 @@ class LabSession:
         from deploy.verify import run_verify
 
         state = self.store.load()
-        missing = [n for n in self.resolved.nodes if f"machine:{n}" not in state.resources]
+        missing = [n for n in self.resolved.nodes if rid.machine(n) not in state.resources]
         if missing:
             raise VerificationError(f"nodes {', '.join(missing)} have not been created",
                                     hint="run `deploy up` first")
@@ -302,6 +313,34 @@ class LabSession:
             raise VerificationError(f"{report.failed} of {report.total} checks failed: " + "; ".join(names),
                                     failed=names, hint=f"reports: {out_dir}")
         return report
+
+
+def reap(lab_file: Path | None, *, uri: str, pool: str, older_than: timedelta | None, dry_run: bool,
+         lab: str | None) -> list[Reaped]:
+    """Reap through the providers of ``lab_file`` (every one), or a libvirt endpoint by URI."""
+    from deploy.reaper import reap as reap_providers
+
+    if lab_file is not None:
+        session = LabSession(lab_file)
+        providers = session._pool(create_key=False)
+        chosen = [providers.get(name) for name, spec in session.resolved.providers.items()
+                  if registry.known(spec.kind)]
+    else:
+        cls = registry.provider_class("libvirt")
+        spec = cls.spec_model.model_validate({"kind": "libvirt", "uri": uri, "pool": pool})
+        providers = None
+        chosen = [cls("libvirt", spec, ProviderContext(lab="", state_dir=Path(".labdeploy")))]
+    try:
+        return reap_providers(chosen, older_than=older_than, dry_run=dry_run, lab=lab)
+    finally:
+        for provider in chosen:
+            provider.close()
+
+
+def _drift(plan: Plan, state: LabState) -> dict[str, list[str]]:
+    """For each configure step re-run on request, the operations that found the host drifted."""
+    return {rid.ResourceId.parse(c.resource_id).name: list(state.resources[c.resource_id].outputs.get("changed", []))
+            for c in plan.changes if c.reason == RECONFIGURE and c.resource_id in state.resources}
 
 
 def _check_providers(plan: Plan, pool: ProviderPool) -> None:

@@ -1,158 +1,79 @@
-"""What each resource kind does when a run applies it, and how it is torn down.
+"""The stage registry: one declaration per resource kind, read by plan, run and destroy.
 
-Executors take a batch of resources of one kind and return, per resource id, its outputs
-(kept in the state) or the LabError that failed it. Most kinds run one resource per call;
-``configure`` runs a batch so pyinfra reaches every host in one pass.
+A :class:`Stage` says what a kind of resource is and how the engine treats it:
+
+    kind        the resource kind (``machine``)              name       the stage it belongs to
+    run         "module:attribute" of its executor, or None while no stage can run it yet
+    batched     one executor call for every ready resource of the kind (configure: one pyinfra pass)
+    teardown    "module:attribute" removing one recorded resource (None: nothing on a hypervisor)
+    waits_for   the kinds its resources may depend on (the plan checks every dependency against it)
+
+The order of :data:`STAGES` is the order of a run; deletions go the other way. Executors are
+named, not imported, so that the planner reads the registry without loading providers or
+pyinfra; :meth:`Stage.executor` imports on first use. Adding a kind is one entry here plus its
+executor (see ``deploy/steps.py``).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from deploy.errors import LabError, ProviderError, StageError
-from deploy.model.resolve import ResolvedLab
-from deploy.plan import Resource
-from deploy.providers.base import Provider, ProviderContext, SshEndpoint, Tags, provider_class
-from deploy.state import ResourceRecord
-
-log = logging.getLogger(__name__)
-Outputs = dict[str, Any]
-Executor = Callable[[list[Resource], "StepContext"], dict[str, Outputs | LabError]]
-REACHABLE_TIMEOUT = 600.0  # first boots under TCG on a loaded 2-core host took up to 266 s
+from deploy.errors import PlanError
 
 
-class ProviderPool:
-    """Provider instances of a lab, created on first use and shared by all steps."""
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    name: str
+    run: str | None = None
+    batched: bool = False
+    teardown: str | None = None
+    waits_for: tuple[str, ...] = ()
 
-    def __init__(self, resolved: ResolvedLab, ctx: ProviderContext) -> None:
-        self.resolved = resolved
-        self.ctx = ctx
-        self._made: dict[str, Provider] = {}
-        self._lock = threading.Lock()
+    @property
+    def supported(self) -> bool:
+        return self.run is not None
 
-    def get(self, name: str) -> Provider:
-        with self._lock:
-            if name not in self._made:
-                spec = self.resolved.providers[name]
-                self._made[name] = provider_class(spec.kind)(name, spec, self.ctx)
-            return self._made[name]
+    def executor(self) -> Callable[..., Any]:
+        if self.run is None:
+            raise PlanError(f"no stage can run {self.kind} steps yet")
+        return _load(self.run)
 
-    def close(self) -> None:
-        for provider in self._made.values():
-            provider.close()
-
-
-@dataclass
-class StepContext:
-    resolved: ResolvedLab
-    lab_file: Path
-    state_dir: Path
-    run_id: str
-    tags: Tags
-    providers: ProviderPool
-    known_hosts: Path
-    outputs_of: Callable[[str], Outputs]
-    artifacts_dir: Path | None = None
-    emit: Callable[[dict[str, Any]], None] = lambda _event: None
+    def teardown_fn(self) -> Callable[..., Any] | None:
+        return _load(self.teardown) if self.teardown else None
 
 
-def per_resource(step: Callable[[Resource, StepContext], Outputs]) -> Executor:
-    """An executor that applies ``step`` to each resource of a batch on its own."""
-
-    def run(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
-        results: dict[str, Outputs | LabError] = {}
-        for resource in batch:
-            try:
-                results[resource.id] = step(resource, ctx)
-            except LabError as exc:
-                results[resource.id] = exc
-        return results
-
-    return run
-
-
-# --- executors -----------------------------------------------------------------------------
+STAGES: tuple[Stage, ...] = (
+    Stage("image", "images", run="deploy.steps:run_image"),
+    Stage("network", "networks", run="deploy.steps:run_network", teardown="deploy.steps:teardown_network"),
+    Stage("machine", "machines", run="deploy.steps:run_machine", teardown="deploy.steps:teardown_machine",
+          waits_for=("image", "network")),
+    Stage("reachable", "reachable", run="deploy.steps:run_reachable", waits_for=("machine",)),
+    Stage("configure", "configure", run="deploy.steps:run_configure", batched=True, waits_for=("reachable",)),
+    Stage("cluster", "cluster", waits_for=("configure", "reachable")),
+    Stage("addon", "addons", waits_for=("cluster", "addon")),
+    Stage("ansible", "ansible", waits_for=("configure", "reachable")),
+)
+_BY_KIND = {stage.kind: stage for stage in STAGES}
+STAGE_NAMES: tuple[str, ...] = (*dict.fromkeys(s.name for s in STAGES), "verify")
 
 
-def _image(resource: Resource, ctx: StepContext) -> Outputs:
-    provider = ctx.providers.get(resource.provider or "")
-    return provider.prepare_image(ctx.resolved.images[resource.name])
-
-
-def _network(resource: Resource, ctx: StepContext) -> Outputs:
-    provider = ctx.providers.get(resource.provider or "")
-    return provider.create_network(ctx.resolved.networks[resource.name], ctx.tags)
-
-
-def _machine(resource: Resource, ctx: StepContext) -> Outputs:
-    provider = ctx.providers.get(resource.provider or "")
-    info = provider.create_machine(ctx.resolved.nodes[resource.name], ctx.tags)
-    if info.ssh is None:
-        raise StageError("machines", "the provider reported no SSH endpoint", host=resource.name)
-    return {"state": info.state, "ssh": info.ssh.to_outputs(),
-            "ports": {str(k): v for k, v in info.ports.items()}, "addresses": info.addresses}
-
-
-def _reachable(resource: Resource, ctx: StepContext) -> Outputs:
-    from deploy.ssh import wait_for_ssh
-
-    endpoint = SshEndpoint.from_outputs(ctx.outputs_of(f"machine:{resource.name}")["ssh"])
+def stage_of(kind: str) -> Stage:
     try:
-        wait_for_ssh(endpoint, known_hosts=ctx.known_hosts, alias=resource.name, timeout=REACHABLE_TIMEOUT)
-    except ProviderError as exc:
-        raise StageError("reachable", exc.message, host=resource.name, hint=exc.hint) from None
-    return {"ssh": f"{endpoint.user}@{endpoint.host}:{endpoint.port}"}
+        return _BY_KIND[kind]
+    except KeyError:
+        raise PlanError(f"unknown resource kind {kind!r}; known kinds: {', '.join(_BY_KIND)}") from None
 
 
-def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
-    """One pyinfra pass over every host of the batch, then the idempotence pass."""
-    from deploy import inputs
-    from deploy.configure.driver import configure
-
-    nodes = [ctx.resolved.nodes[r.name] for r in batch]
-    targets = [inputs.host_target(node, ctx.outputs_of) for node in nodes]
-    try:
-        known = inputs.export_known_hosts(ctx.state_dir, nodes, ctx.outputs_of)
-        result = configure(targets, inputs.configure_settings(ctx.resolved), known_hosts=known, on_event=ctx.emit)
-    except LabError as exc:
-        return {r.id: exc for r in batch}
-    outputs: dict[str, Outputs | LabError] = {}
-    for resource in batch:
-        host = result.hosts.get(resource.name)
-        outputs[resource.id] = {"changed": host.changed if host else [], "ops": len(host.ops) if host else 0}
-    return outputs
+def rank(kind: str) -> int:
+    """Position of ``kind`` in a run (unknown kinds first, so they are deleted last)."""
+    return next((i for i, s in enumerate(STAGES) if s.kind == kind), -1)
 
 
-EXECUTORS: dict[str, Executor] = {
-    "image": per_resource(_image),
-    "network": per_resource(_network),
-    "machine": per_resource(_machine),
-    "reachable": per_resource(_reachable),
-    "configure": _configure,
-}
-BATCH_KINDS: set[str] = {"configure"}
-
-
-def execute(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
-    log.info("applying %s", ", ".join(r.id for r in batch))
-    return EXECUTORS[batch[0].kind](batch, ctx)
-
-
-# --- teardown ------------------------------------------------------------------------------
-
-
-def destroy(record: ResourceRecord, ctx: StepContext) -> None:
-    """Tear down one recorded resource (kinds with nothing on a hypervisor need nothing)."""
-    name = record.id.split(":", 1)[1]
-    if record.provider is None or record.provider not in ctx.resolved.providers:
-        return
-    provider = ctx.providers.get(record.provider)
-    if record.kind == "machine":
-        provider.delete_machine(name)
-    elif record.kind == "network":
-        provider.delete_network(name)
+def _load(target: str) -> Callable[..., Any]:
+    module, _, attribute = target.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+    return fn

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.integration.sshd_fixtures"]
+pytest_plugins = ["tests.integration.sshd_fixtures", "tests.provider_plugin"]

@@ -16,9 +16,11 @@ Machine endpoints point at a real sshd (tests/integration/sshd_fixtures.py), so 
 ``reachable`` stage really connects. Creation is idempotent like a real provider's: creating
 an existing machine returns it and logs a ``reuse`` call.
 
-The lab schema only accepts real provider kinds, so tests write labs with ``kind: libvirt``
-and swap the resolved provider specs for :class:`RecorderSpec` (:func:`use_recorder`); a
-``deploy`` subprocess does the same with ``python -m tests.recorder_provider WORKDIR -- ARGS``.
+It is a provider kind like any other: this module and its entry point are all it takes
+(``tests/provider_plugin.py`` installs the entry point for the test session, as a package's
+metadata would). Labs may say ``kind: recorder, workdir: DIR`` directly; tests that reuse a
+libvirt lab swap the resolved provider specs for :class:`RecorderSpec` (:func:`use_recorder`);
+a ``deploy`` subprocess does the same with ``python -m tests.recorder_provider WORKDIR -- ARGS``.
 """
 
 from __future__ import annotations
@@ -30,28 +32,31 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from deploy.errors import ProviderError
 from deploy.model.resolve import ResolvedLab
 from deploy.model.resolved import ResolvedImage, ResolvedNetwork, ResolvedNode
 from deploy.model.schema import SecretRef
-from deploy.providers.base import MachineInfo, Provider, SshEndpoint, TaggedResource, Tags, register
+from deploy.providers.base import Capabilities, MachineInfo, Provider, SshEndpoint, TaggedResource, Tags
 
 
-@dataclass(frozen=True)
-class RecorderSpec:
+class RecorderSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["recorder"] = "recorder"
     workdir: str
     password: SecretRef | None = None
-    kind: str = "recorder"
 
 
-@register
-class RecorderProvider(Provider):
+class RecorderProvider(Provider[RecorderSpec]):
     kind = "recorder"
+    spec_model = RecorderSpec
+    capabilities = Capabilities(network_modes=frozenset({"user", "isolated"}), image_sources=frozenset({"build"}),
+                                host_reachable_modes=frozenset({"user"}))
 
     @property
     def workdir(self) -> Path:
@@ -169,7 +174,7 @@ def use_recorder(resolved: ResolvedLab, workdir: Path, password: SecretRef | Non
     """Swap every provider of ``resolved`` for a recorder keeping its files in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     for name in list(resolved.providers):
-        resolved.providers[name] = RecorderSpec(str(workdir), password)
+        resolved.providers[name] = RecorderSpec(workdir=str(workdir), password=password)
 
 
 def main(argv: list[str]) -> int:

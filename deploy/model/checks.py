@@ -98,7 +98,7 @@ def _image_reference(loaded: LoadedLab, resolved: ResolvedLab, name: str) -> Ite
         what = f"unknown image {node.image!r}" if node.image else "no image"
         yield _problem(loaded, path, f"node {name}: {what}",
                        f"set image: in defaults or the group; defined images: {_names(resolved.images)}")
-    elif resolved.images[node.image].source not in IMAGE_SOURCES[kind]:
+    elif kind in IMAGE_SOURCES and resolved.images[node.image].source not in IMAGE_SOURCES[kind]:
         source = resolved.images[node.image].source
         yield _problem(loaded, path, f"node {name}: a {kind} provider cannot use a {source}: image",
                        f"use an image with one of: {', '.join(sorted(IMAGE_SOURCES[kind]))}")
@@ -221,6 +221,8 @@ def check_host_ports(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Probl
             seen[key] = node.name
 
 
-CHECKS: list[Check] = [check_node_references, check_group_overrides, check_networks, check_addresses,
+from deploy.model.provider_checks import check_provider_capabilities, check_provider_kinds  # noqa: E402
+
+CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities, check_node_references, check_group_overrides, check_networks, check_addresses,
                        check_kubernetes, check_runtime_mirrors, check_host_selectors, check_verify_files,
                        check_host_ports]

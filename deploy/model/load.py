@@ -20,7 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from deploy.errors import ConfigError, Location, Problem
-from deploy.model.schema import Lab, ProviderSpec
+from deploy.model.schema import BUILTIN_PROVIDER_KINDS, Lab
 
 PathKey = tuple[str | int, ...]
 
@@ -165,8 +165,7 @@ def _problem(err: Any, data: Any, positions: Positions) -> Problem:
 
 
 def _provider_kinds() -> str:
-    members = typing.get_args(typing.get_args(ProviderSpec)[0])
-    return ", ".join(repr(typing.get_args(m.model_fields["kind"].annotation)[0]) for m in members)
+    return ", ".join(repr(kind) for kind in BUILTIN_PROVIDER_KINDS)
 
 
 def _message(err: Any) -> str:

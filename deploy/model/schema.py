@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits and dashes")]
@@ -117,8 +117,38 @@ class ExistingProviderSpec(Strict):
     connect_timeout: float = Field(20.0, gt=0)
 
 
-AnyProvider = LibvirtProviderSpec | VsphereProviderSpec | VagrantProviderSpec | ExistingProviderSpec
-ProviderSpec = Annotated[AnyProvider, Field(discriminator="kind")]
+BUILTIN_PROVIDER_KINDS = ("libvirt", "vsphere", "vagrant", "existing")
+
+
+class PluginProviderSpec(BaseModel):
+    """A provider kind registered by another package (entry point ``labdeploy.providers``).
+
+    Its fields are validated by that kind's own spec model at ``validate`` time
+    (:mod:`deploy.model.provider_checks`), with the same positioned errors.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: str = Field(description="a kind registered through the labdeploy.providers entry point group",
+                      json_schema_extra={"not": {"enum": list(BUILTIN_PROVIDER_KINDS)}})
+
+
+BuiltinProvider = LibvirtProviderSpec | VsphereProviderSpec | VagrantProviderSpec | ExistingProviderSpec
+AnyProvider = BuiltinProvider | PluginProviderSpec
+
+
+def _provider_tag(value: object) -> str | None:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        return None
+    return kind if kind in BUILTIN_PROVIDER_KINDS else "plugin"
+
+
+ProviderSpec = Annotated[
+    Annotated[LibvirtProviderSpec, Tag("libvirt")] | Annotated[VsphereProviderSpec, Tag("vsphere")]
+    | Annotated[VagrantProviderSpec, Tag("vagrant")] | Annotated[ExistingProviderSpec, Tag("existing")]
+    | Annotated[PluginProviderSpec, Tag("plugin")],
+    Discriminator(_provider_tag),
+]
 
 # --- images --------------------------------------------------------------------------------
 

@@ -5,7 +5,11 @@ A provider turns resolved networks and nodes into real things on one hypervisor 
 resource it creates carries ``Tags`` on the hypervisor itself so that ``find_resources``
 can list a lab's leftovers even when the local state is gone.
 
-Providers raise :class:`deploy.errors.ProviderError`; they never print or exit.
+A provider kind is a subclass of :class:`Provider` with a typed spec (``spec_model``, the
+pydantic model of its ``providers:`` entry) and declared :class:`Capabilities`, registered
+through the ``labdeploy.providers`` entry point group (see :mod:`deploy.providers.registry`):
+adding a kind edits no other module. Providers raise :class:`deploy.errors.ProviderError`;
+they never print or exit.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-from deploy.errors import ConfigError, ProviderError
+from pydantic import BaseModel
+
+from deploy.errors import ProviderError
 from deploy.model.resolved import ResolvedImage, ResolvedNetwork, ResolvedNode
 
 
@@ -29,6 +35,7 @@ class Tags:
     run_id: str
     created: datetime
     expires: datetime | None = None
+    state: str | None = None  # the lab's state folder: a resource whose lab state is gone is an orphan
 
 
 @dataclass(frozen=True)
@@ -86,14 +93,31 @@ class ProviderContext:
     nodes: dict[str, ResolvedNode] = field(default_factory=dict)  # the lab's nodes, by name
 
 
-class Provider(abc.ABC):
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider kind can do; ``validate`` and ``plan`` read it before any side effect."""
+
+    network_modes: frozenset[str] = frozenset()  # lab network modes it can create
+    image_sources: frozenset[str] = frozenset()  # image sources it can boot (build, file, url, template, ova)
+    host_reachable_modes: frozenset[str] = frozenset()  # NIC modes through which the host reaches a guest
+    snapshots: bool = False
+    console: bool = False
+    machines: bool = True  # creates machines (``existing`` only adopts them)
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+class Provider(abc.ABC, Generic[SpecT]):
     """One provider endpoint. Methods are idempotent: creating what exists returns it."""
 
     kind: ClassVar[str]
+    spec_model: ClassVar[type[BaseModel]]
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
-    def __init__(self, name: str, spec: Any, ctx: ProviderContext) -> None:
+    def __init__(self, name: str, spec: SpecT, ctx: ProviderContext) -> None:
         self.name = name
-        self.spec = spec
+        self.spec: SpecT = spec
         self.ctx = ctx
 
     def check(self) -> None:
@@ -130,43 +154,32 @@ class Provider(abc.ABC):
         else:
             raise ProviderError(f"provider {self.name} cannot delete {resource.kind} {resource.name}")
 
+    def wait_reachable(self, info: MachineInfo, known_hosts: Path, timeout: float) -> float:
+        """Block until ``info``'s sshd accepts the lab key (host key checked); seconds waited.
+
+        Providers that can see more than a TCP port (a domain that died while booting, its
+        console) override this to fail early with what they saw.
+        """
+        import time
+
+        from deploy.ssh import wait_for_ssh
+
+        if info.ssh is None:
+            raise ProviderError(f"machine {info.name} has no SSH endpoint to wait for")
+        start = time.monotonic()
+        wait_for_ssh(info.ssh, known_hosts=known_hosts, alias=info.name, timeout=timeout)
+        return time.monotonic() - start
+
+    def reap_candidates(self) -> list[TaggedResource]:
+        """Every resource of every lab on this endpoint, named as the hypervisor names it."""
+        return self.find_resources(None)
+
+    def reap_remove(self, resource: TaggedResource) -> None:
+        """Remove a resource that :meth:`reap_candidates` returned, whatever lab owns it."""
+        self.delete_resource(resource)
+
     def close(self) -> None:
         """Release connections."""
 
 
-P = TypeVar("P", bound=type[Provider])
-_REGISTRY: dict[str, type[Provider]] = {}
-
-
-def register(cls: P) -> P:
-    """Class decorator: make a provider kind available by its ``kind``."""
-    _REGISTRY[cls.kind] = cls
-    return cls
-
-
-def provider_class(kind: str) -> type[Provider]:
-    """The provider class for ``kind``; the error lists every supported kind."""
-    _load_builtin()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise ConfigError(f"unknown provider kind {kind!r}; supported kinds: {known}") from None
-
-
-def supported_kinds() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    import importlib
-
-    for module in ("existing", "libvirt"):
-        try:
-            importlib.import_module(f"deploy.providers.{module}")
-        except ImportError as exc:  # a provider whose library is missing stays unregistered
-            if exc.name and exc.name.startswith("deploy."):
-                raise
-    if not _REGISTRY:
-        raise ProviderError("no provider could be loaded")
+SomeProvider = Provider[Any]  # a provider of any kind, as the registry and the engine hold them

@@ -5,8 +5,8 @@ it answers over SSH with the given key (and records its host key on first contac
 "deleting" leaves it alone. A lab file gives each such node its ``address``, ``ssh_user``,
 ``ssh_port`` and ``ssh_key`` (default: the lab's key).
 
-Provider spec attributes (read with ``getattr``, all optional):
-    connect_timeout   seconds to wait for SSH in create_machine/status (default 20)
+Its spec is :class:`deploy.model.schema.ExistingProviderSpec` (``connect_timeout``: seconds to
+wait for SSH in create_machine/status).
 """
 
 from __future__ import annotations
@@ -18,30 +18,32 @@ from typing_extensions import override
 
 from deploy.errors import ProviderError
 from deploy.model.resolved import ResolvedNetwork, ResolvedNode
+from deploy.model.schema import ExistingProviderSpec
 from deploy.providers.base import (
+    Capabilities,
     MachineInfo,
     Provider,
     ProviderContext,
     SshEndpoint,
     TaggedResource,
     Tags,
-    register,
 )
 from deploy.ssh import HostKeyStore, known_hosts_path, wait_for_ssh
 from deploy.ssh_keys import check_private_key_mode
 
-DEFAULT_CONNECT_TIMEOUT = 20.0
 
-
-@register
-class ExistingProvider(Provider):
+class ExistingProvider(Provider[ExistingProviderSpec]):
     """Hosts that exist outside labdeploy; only their reachability is checked."""
 
     kind = "existing"
+    spec_model = ExistingProviderSpec
+    capabilities = Capabilities(network_modes=frozenset({"user", "isolated", "nat", "bridge"}),
+                                host_reachable_modes=frozenset({"user", "isolated", "nat", "bridge"}),
+                                machines=False)
 
-    def __init__(self, name: str, spec: Any, ctx: ProviderContext) -> None:
+    def __init__(self, name: str, spec: ExistingProviderSpec, ctx: ProviderContext) -> None:
         super().__init__(name, spec, ctx)
-        self.connect_timeout = float(getattr(spec, "connect_timeout", None) or DEFAULT_CONNECT_TIMEOUT)
+        self.connect_timeout = spec.connect_timeout
         self.known_hosts = HostKeyStore(known_hosts_path(ctx.state_dir))
         self._endpoints: dict[str, SshEndpoint] = {}
 

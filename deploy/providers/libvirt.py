@@ -1,9 +1,6 @@
 """The libvirt provider: lab networks, storage and QEMU domains on one libvirt URI.
 
-Spec fields (read with ``getattr``, so any object or mapping with them works):
-``uri`` (default ``qemu:///system``), ``accel`` (auto | kvm | tcg), ``pool`` (a dir pool,
-default ``labdeploy`` at /var/lib/libvirt/images/<pool>), ``ssh_host_bind`` (default
-127.0.0.1), ``user_backend`` (auto | slirp | passt).
+Its spec is :class:`deploy.model.schema.LibvirtProviderSpec` (defaults live there only).
 
 Machines get a user-mode management NIC whose loopback port forwards (SSH plus the node's
 ports) are recorded in the domain's metadata, so they stay stable across runs. Every domain
@@ -18,7 +15,6 @@ import json
 import shutil
 import threading
 import xml.etree.ElementTree as ET
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,18 +23,19 @@ import libvirt
 
 from deploy.errors import ProviderError
 from deploy.model.resolved import PortForward, ResolvedImage, ResolvedNetwork, ResolvedNode
+from deploy.model.schema import LibvirtProviderSpec
 from deploy.providers import libvirt_inventory as inv
 from deploy.providers import libvirt_machine as machine
 from deploy.providers import libvirt_storage as store
 from deploy.providers.accel import choose_accel, cpuinfo_from_capabilities
 from deploy.providers.base import (
+    Capabilities,
     MachineInfo,
     Provider,
     ProviderContext,
     SshEndpoint,
     TaggedResource,
     Tags,
-    register,
 )
 from deploy.providers.libvirt_net import (
     allocate_ports,
@@ -63,28 +60,29 @@ STATE_NAMES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_SHUTOFF
 PASST_MIN_LIBVIRT = 10_000_000  # libvirt 9.x's young passt backend is not trusted by default
 
 
-def _spec(spec: Any, key: str, default: str) -> str:
-    value = spec.get(key) if isinstance(spec, dict) else getattr(spec, key, None)
-    return str(value) if value else default
-
-
 def is_local_uri(uri: str) -> bool:
     host = urlparse(uri).hostname or ""
     return host in ("", "localhost", "::1") or host.startswith("127.")
 
 
-@register
-class LibvirtProvider(Provider):
+class LibvirtProvider(Provider[LibvirtProviderSpec]):
     kind = "libvirt"
+    spec_model = LibvirtProviderSpec
+    capabilities = Capabilities(
+        network_modes=frozenset({"user", "isolated", "nat", "bridge"}),
+        image_sources=frozenset({"build", "file", "url"}),
+        host_reachable_modes=frozenset({"user"}),
+        console=True,
+    )
 
-    def __init__(self, name: str, spec: Any, ctx: ProviderContext) -> None:
+    def __init__(self, name: str, spec: LibvirtProviderSpec, ctx: ProviderContext) -> None:
         super().__init__(name, spec, ctx)
-        self.uri = _spec(spec, "uri", "qemu:///system")
-        self.requested_accel = _spec(spec, "accel", "auto")
-        self.pool_name = _spec(spec, "pool", "labdeploy")
-        self.pool_path = _spec(spec, "pool_path", f"/var/lib/libvirt/images/{self.pool_name}")
-        self.bind = _spec(spec, "ssh_host_bind", "127.0.0.1")
-        self.user_backend = _spec(spec, "user_backend", "auto")
+        self.uri = spec.uri
+        self.requested_accel = spec.accel
+        self.pool_name = spec.pool
+        self.pool_path = spec.pool_path or f"/var/lib/libvirt/images/{self.pool_name}"
+        self.bind = spec.ssh_host_bind
+        self.user_backend = spec.user_backend
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.RLock()
         self._accel: str | None = None
@@ -347,11 +345,21 @@ class LibvirtProvider(Provider):
         else:
             super().delete_resource(resource)
 
-    def wait_reachable(self, info: MachineInfo, timeout: float = 300.0) -> float:
-        """Wait until the machine's sshd accepts the lab key; returns the seconds waited."""
+    def wait_reachable(self, info: MachineInfo, known_hosts: Path, timeout: float) -> float:  # noqa: ARG002
+        """Wait until the machine's sshd accepts the lab key, failing at once if its domain dies."""
         from deploy.providers.libvirt_wait import wait_machine
 
-        return wait_machine(self, info, timeout)
+        return wait_machine(self, info, timeout)  # the store of known_hosts is the lab's, as here
+
+    def reap_candidates(self) -> list[TaggedResource]:
+        """Tagged domains, networks and volumes of every lab, plus base images no volume uses."""
+        from datetime import UTC, datetime
+
+        found = inv.find_tagged(self.conn, self.pool_name, self.name, None)
+        return found + inv.unused_bases(self.conn, self.pool_name, self.name, datetime.now(UTC))
+
+    def reap_remove(self, resource: TaggedResource) -> None:
+        inv.remove_resource(self.conn, self.pool_name, resource)
 
 
 def _lab_named(res: TaggedResource) -> TaggedResource:
@@ -359,23 +367,3 @@ def _lab_named(res: TaggedResource) -> TaggedResource:
     if res.kind == "volume" or not res.name.startswith(prefix):
         return res
     return TaggedResource(res.kind, res.name.removeprefix(prefix), res.tags, res.provider)
-
-
-def reap(
-    target: LibvirtProvider | libvirt.virConnect,
-    older_than: timedelta,
-    dry_run: bool,
-    *,
-    pool: str = "labdeploy",
-    lab: str | None = None,
-) -> list[TaggedResource]:
-    """Remove labdeploy resources that expired or are older than ``older_than``.
-
-    Every lab's resources are considered unless ``lab`` narrows it; with ``dry_run`` nothing
-    is removed. Returns what was (or would be) removed: machines, then networks, then volumes.
-    """
-    if isinstance(target, LibvirtProvider):
-        conn, pool, name = target.conn, target.pool_name, target.name
-    else:
-        conn, name = target, "libvirt"
-    return inv.reap_connection(conn, pool, name, older_than, dry_run=dry_run, lab=lab)

@@ -90,6 +90,7 @@ def meta_element(meta: LabMeta) -> ET.Element:
         ("run-id", meta.tags.run_id),
         ("created", _iso(meta.tags.created)),
         ("expires", _iso(meta.tags.expires)),
+        ("state", meta.tags.state or ""),
         ("provider", meta.provider),
         ("node", meta.node),
         ("ssh-user", meta.ssh_user),
@@ -130,7 +131,8 @@ def parse_meta(xml_text: str) -> LabMeta | None:
     if lab is None:
         return None
     created = _date(_text(lab, "created"))
-    tags = Tags(_text(lab, "name"), _text(lab, "run-id"), created or datetime.min, _date(_text(lab, "expires")))
+    tags = Tags(_text(lab, "name"), _text(lab, "run-id"), created or datetime.min, _date(_text(lab, "expires")),
+                _text(lab, "state") or None)
     ports = {int(p.get("guest", "0")): int(p.get("host", "0")) for p in lab.iterfind(f"{{{NS}}}ports/{{{NS}}}port")}
     volumes = tuple(v.get("name", "") for v in lab.iterfind(f"{{{NS}}}volumes/{{{NS}}}volume"))
     user = _text(lab, "ssh-user") or "root"

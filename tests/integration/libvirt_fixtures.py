@@ -79,7 +79,8 @@ def libvirtd() -> str:
 
 def new_tags(lab: str, **extra: datetime | None) -> Tags:
     now = datetime.now(UTC)
-    return Tags(lab, f"run-{uuid.uuid4().hex[:6]}", now, extra.get("expires", now + timedelta(hours=2)))
+    return Tags(lab, f"run-{uuid.uuid4().hex[:6]}", extra.get("created") or now,
+                extra.get("expires", now + timedelta(hours=2)))
 
 
 def free_cidr(prefix: int = 24) -> str:

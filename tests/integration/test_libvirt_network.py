@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -11,8 +13,9 @@ import pytest
 from deploy.errors import ConfigError, ProviderError
 from deploy.model.resolved import Nic, ResolvedNetwork, ResolvedNode
 from deploy.providers.accel import cpu_virt_flag
-from deploy.providers.libvirt import LibvirtProvider, reap
+from deploy.providers.libvirt import LibvirtProvider
 from deploy.providers.libvirt_xml import NS
+from deploy.reaper import reap
 from tests.integration.libvirt_fixtures import LabFactory, free_cidr, labs, libvirtd, new_tags, ssh_uri
 
 __all__ = ["labs", "libvirtd", "ssh_uri"]
@@ -120,11 +123,28 @@ def test_reap_removes_only_expired_resources(labs: LabFactory) -> None:
     past = datetime.now(UTC) - timedelta(minutes=5)
     prov.create_network(isolated("old", free_cidr()), new_tags(lab, expires=past))
     prov.create_network(isolated("fresh", free_cidr()), new_tags(lab))
-    listed = reap(prov, timedelta(days=30), dry_run=True, lab=lab)
-    assert [(r.kind, r.name) for r in listed] == [("network", f"{lab}-old")]
+    listed = reap([prov], older_than=None, dry_run=True, lab=lab)
+    assert [(r.resource.kind, r.resource.name) for r in listed] == [("network", f"{lab}-old")]
+    assert listed[0].reason.startswith("expired ")
     assert len(lab_network_names(labs.uri, lab)) == 2
-    reap(prov, timedelta(days=30), dry_run=False, lab=lab)
+    reap([prov], older_than=None, dry_run=False, lab=lab)
     assert lab_network_names(labs.uri, lab) == [f"{lab}-fresh"]
+
+
+def test_reap_takes_orphans_whose_lab_state_is_gone_and_age_only_when_asked(labs: LabFactory, tmp_path: Path) -> None:
+    prov = labs.provider()
+    lab = prov.ctx.lab
+    live, gone = tmp_path / "live", tmp_path / "gone"
+    live.mkdir()
+    (live / "state.json").write_text("{}")
+    old = datetime.now(UTC) - timedelta(days=3)
+    prov.create_network(isolated("kept", free_cidr()), replace(new_tags(lab, created=old), state=str(live)))
+    prov.create_network(isolated("orphan", free_cidr()), replace(new_tags(lab), state=str(gone)))
+    listed = reap([prov], older_than=None, dry_run=True, lab=lab)
+    assert [(r.resource.name, r.reason.split(":")[0]) for r in listed] == [(f"{lab}-orphan", "orphan")]
+    aged = reap([prov], older_than=timedelta(days=1), dry_run=True, lab=lab)
+    assert sorted(r.resource.name for r in aged) == [f"{lab}-kept", f"{lab}-orphan"]
+    assert len(lab_network_names(labs.uri, lab)) == 2  # dry runs removed nothing
 
 
 def test_remote_qemu_ssh_uri_lists_creates_and_deletes_a_network(labs: LabFactory, ssh_uri: str) -> None:
@@ -143,7 +163,7 @@ def test_remote_qemu_ssh_uri_lists_creates_and_deletes_a_network(labs: LabFactor
 def test_reap_dry_run_over_every_lab_lists_only_unused_base_images_and_stale_resources(labs: LabFactory) -> None:
     prov = labs.provider()
     conn = prov.conn
-    listed = reap(conn, timedelta(0), dry_run=True)  # a raw connection works too; nothing is removed
+    listed = [r.resource for r in reap([prov], older_than=timedelta(0), dry_run=True)]  # nothing is removed
     bases = [r.name for r in listed if r.name.startswith("base-")]
     pool = conn.storagePoolLookupByName("labdeploy") if "labdeploy" in conn.listStoragePools() else None
     if pool is None:

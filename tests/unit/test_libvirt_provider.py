@@ -1,20 +1,22 @@
-"""LibvirtProvider pieces that need no hypervisor: spec reading, URIs, recorded base images."""
+"""LibvirtProvider pieces that need no hypervisor: its typed spec, URIs, recorded base images."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from deploy.errors import ProviderError
 from deploy.model.resolved import Nic, ResolvedNode
-from deploy.providers.base import ProviderContext, TaggedResource, Tags, provider_class
+from deploy.model.schema import LibvirtProviderSpec
+from deploy.providers.base import ProviderContext, TaggedResource, Tags
 from deploy.providers.libvirt import LibvirtProvider, _lab_named, is_local_uri
+from deploy.providers.registry import provider_class
 
 
-def make(tmp_path: Path, spec: object) -> LibvirtProvider:
+def make(tmp_path: Path, fields: dict[str, object]) -> LibvirtProvider:
+    spec = LibvirtProviderSpec.model_validate({"kind": "libvirt", **fields})
     return LibvirtProvider("local", spec, ProviderContext("lab", tmp_path))
 
 
@@ -22,7 +24,7 @@ def test_registered_under_its_kind() -> None:
     assert provider_class("libvirt") is LibvirtProvider
 
 
-def test_spec_from_mapping_or_object_with_defaults(tmp_path: Path) -> None:
+def test_typed_spec_with_the_schema_defaults(tmp_path: Path) -> None:
     prov = make(tmp_path, {"uri": "qemu+ssh://root@h/system", "accel": "tcg"})
     assert (prov.uri, prov.requested_accel, prov.pool_name, prov.bind) == (
         "qemu+ssh://root@h/system",
@@ -31,7 +33,7 @@ def test_spec_from_mapping_or_object_with_defaults(tmp_path: Path) -> None:
         "127.0.0.1",
     )
     assert prov.pool_path == "/var/lib/libvirt/images/labdeploy"
-    obj = make(tmp_path, SimpleNamespace(uri=None, pool="p2", ssh_host_bind="127.0.0.2"))
+    obj = make(tmp_path, {"pool": "p2", "ssh_host_bind": "127.0.0.2"})
     assert (obj.uri, obj.requested_accel, obj.pool_path, obj.bind) == (
         "qemu:///system",
         "auto",

@@ -142,18 +142,18 @@ def test_machine_deleted_behind_our_back_is_created_again(rig: Rig) -> None:
 
 
 def test_unreachable_machine_fails_reachable_stage(rig: Rig) -> None:
-    import deploy.stages
+    import deploy.steps
     from tests.integration.sshd_fixtures import free_port
 
     dead = dict(rig.ssh, port=free_port())
     rig.configure(ssh_nodes={"db-1": dead})
-    original = deploy.stages.REACHABLE_TIMEOUT
-    deploy.stages.REACHABLE_TIMEOUT = 1.0
+    original = deploy.steps.REACHABLE_TIMEOUT
+    deploy.steps.REACHABLE_TIMEOUT = 1.0
     try:
         with pytest.raises(StageError) as info:
             rig.session().up(parallel=4, verify=False)
     finally:
-        deploy.stages.REACHABLE_TIMEOUT = original
+        deploy.steps.REACHABLE_TIMEOUT = original
     assert info.value.stage == "reachable"
     assert info.value.host == "db-1"
     assert "TCP connect" in info.value.message

@@ -1,0 +1,174 @@
+"""What each resource kind does when a run applies it, and how it is torn down.
+
+The kinds themselves are declared in :mod:`deploy.stages`; this module holds the executors
+and teardowns those declarations name. An executor takes a batch of resources of one kind
+and returns, per resource id, its outputs (kept in the state) or the LabError that failed
+it. Most kinds run one resource per call; ``configure`` runs a batch so pyinfra reaches
+every host in one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploy import resources as rid
+from deploy.errors import LabError, ProviderError, StageError
+from deploy.model.resolve import ResolvedLab
+from deploy.providers.base import ProviderContext, SomeProvider, Tags
+from deploy.providers.registry import provider_class
+from deploy.resources import Outputs, Resource
+from deploy.stages import stage_of
+from deploy.state import ResourceRecord
+
+log = logging.getLogger(__name__)
+Executor = Callable[[list[Resource], "StepContext"], dict[str, Outputs | LabError]]
+REACHABLE_TIMEOUT = 600.0  # first boots under TCG on a loaded 2-core host took up to 266 s
+
+
+class ProviderPool:
+    """Provider instances of a lab, created on first use and shared by all steps."""
+
+    def __init__(self, resolved: ResolvedLab, ctx: ProviderContext) -> None:
+        self.resolved = resolved
+        self.ctx = ctx
+        self._made: dict[str, SomeProvider] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> SomeProvider:
+        with self._lock:
+            if name not in self._made:
+                spec = self.resolved.providers[name]
+                cls = provider_class(spec.kind)
+                typed = spec if isinstance(spec, cls.spec_model) else cls.spec_model.model_validate(spec.model_dump())
+                self._made[name] = cls(name, typed, self.ctx)
+            return self._made[name]
+
+    def close(self) -> None:
+        for provider in self._made.values():
+            provider.close()
+
+
+@dataclass
+class StepContext:
+    resolved: ResolvedLab
+    lab_file: Path
+    state_dir: Path
+    run_id: str
+    tags: Tags
+    providers: ProviderPool
+    known_hosts: Path
+    outputs_of: Callable[[str], Outputs]
+    artifacts_dir: Path | None = None
+    emit: Callable[[dict[str, Any]], None] = lambda _event: None
+
+
+def per_resource(step: Callable[[Resource, StepContext], Outputs]) -> Executor:
+    """An executor that applies ``step`` to each resource of a batch on its own."""
+
+    def run(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
+        results: dict[str, Outputs | LabError] = {}
+        for resource in batch:
+            try:
+                results[resource.id] = step(resource, ctx)
+            except LabError as exc:
+                results[resource.id] = exc
+        return results
+
+    return run
+
+
+# --- executors -----------------------------------------------------------------------------
+
+
+def _provider(resource: Resource, ctx: StepContext) -> SomeProvider:
+    return ctx.providers.get(resource.provider or "")
+
+
+def _image(resource: Resource, ctx: StepContext) -> Outputs:
+    return _provider(resource, ctx).prepare_image(ctx.resolved.images[resource.name])
+
+
+def _network(resource: Resource, ctx: StepContext) -> Outputs:
+    return _provider(resource, ctx).create_network(ctx.resolved.networks[resource.name], ctx.tags)
+
+
+def _machine(resource: Resource, ctx: StepContext) -> Outputs:
+    info = _provider(resource, ctx).create_machine(ctx.resolved.nodes[resource.name], ctx.tags)
+    if info.ssh is None:
+        raise StageError("machines", "the provider reported no SSH endpoint", host=resource.name,
+                         hint="give the node a network the host can reach (mode user or bridge)")
+    return {"state": info.state, "ssh": info.ssh.to_outputs(),
+            "ports": {str(k): v for k, v in info.ports.items()}, "addresses": info.addresses}
+
+
+def _reachable(resource: Resource, ctx: StepContext) -> Outputs:
+    """The provider's own wait: it sees a machine that died while booting, not only a silent port."""
+    provider = _provider(resource, ctx)
+    info = provider.status(resource.name)
+    if info.ssh is None:
+        raise StageError("reachable", f"provider {provider.name} reports machine {resource.name} {info.state} "
+                         "with no SSH endpoint", host=resource.name, hint="`deploy status` shows its state")
+    try:
+        provider.wait_reachable(info, ctx.known_hosts, REACHABLE_TIMEOUT)
+    except ProviderError as exc:
+        raise StageError("reachable", exc.message, host=resource.name, hint=exc.hint) from None
+    return {"ssh": f"{info.ssh.user}@{info.ssh.host}:{info.ssh.port}"}
+
+
+def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
+    """One pyinfra pass over every host of the batch, then the idempotence pass."""
+    from deploy import inputs
+    from deploy.configure.driver import configure
+
+    nodes = [ctx.resolved.nodes[r.name] for r in batch]
+    targets = [inputs.host_target(node, ctx.outputs_of) for node in nodes]
+    try:
+        known = inputs.export_known_hosts(ctx.state_dir, nodes, ctx.outputs_of)
+        result = configure(targets, inputs.configure_settings(ctx.resolved), known_hosts=known, on_event=ctx.emit)
+    except LabError as exc:
+        return {r.id: exc for r in batch}
+    outputs: dict[str, Outputs | LabError] = {}
+    for resource in batch:
+        host = result.hosts.get(resource.name)
+        outputs[resource.id] = {"changed": host.changed if host else [], "ops": len(host.ops) if host else 0}
+    return outputs
+
+
+run_image = per_resource(_image)
+run_network = per_resource(_network)
+run_machine = per_resource(_machine)
+run_reachable = per_resource(_reachable)
+run_configure: Executor = _configure
+
+
+def execute(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
+    log.info("applying %s", ", ".join(r.id for r in batch))
+    executor: Executor = stage_of(batch[0].kind).executor()
+    return executor(batch, ctx)
+
+
+# --- teardown ------------------------------------------------------------------------------
+
+
+def teardown_machine(provider: SomeProvider, name: str, ctx: StepContext) -> None:
+    from deploy.ssh_hostkeys import HostKeyStore
+
+    provider.delete_machine(name)
+    HostKeyStore(ctx.known_hosts).forget(name)  # a re-created machine has new host keys
+
+
+def teardown_network(provider: SomeProvider, name: str, _ctx: StepContext) -> None:
+    provider.delete_network(name)
+
+
+def destroy(record: ResourceRecord, ctx: StepContext) -> None:
+    """Tear down one recorded resource through its stage's declared teardown (if it has one)."""
+    teardown = stage_of(record.kind).teardown_fn()
+    if teardown is None or record.provider is None or record.provider not in ctx.resolved.providers:
+        return
+    teardown(ctx.providers.get(record.provider), rid.ResourceId.parse(record.id).name, ctx)
