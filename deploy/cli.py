@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deploy import __version__
@@ -116,7 +117,7 @@ def _error(exc: LabError, args: argparse.Namespace) -> None:
         out.print_json(json.dumps({"error": type(exc).__name__, "message": exc.message, "hint": exc.hint,
                                    "problems": problems}))
     else:
-        err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", markup=True, highlight=False)
         if exc.hint:
             err.print(f"  fix: {exc.hint}", markup=False)
     if getattr(args, "debug", False):
@@ -142,7 +143,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _, resolved = open_lab(args.lab)
     if args.output != "json":
         for line in _not_yet(args):
-            err.print(f"[yellow]note:[/yellow] {line}", markup=True, highlight=False)
+            err.print(f"[yellow]note:[/yellow] {escape(line)}", markup=True, highlight=False)
     if args.output == "json":
         out.print_json(json.dumps({"lab": resolved.name, "valid": True,
                                    "nodes": {k: v.__dict__ for k, v in resolved.nodes.items()}}, default=str))
