@@ -223,6 +223,7 @@ def check_host_ports(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Probl
 
 from deploy.model.provider_checks import check_provider_capabilities, check_provider_kinds  # noqa: E402
 
-CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities, check_node_references, check_group_overrides, check_networks, check_addresses,
+CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
+                       check_node_references, check_group_overrides, check_networks, check_addresses,
                        check_kubernetes, check_runtime_mirrors, check_host_selectors, check_verify_files,
                        check_host_ports]

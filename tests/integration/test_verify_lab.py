@@ -178,3 +178,21 @@ def test_results_land_in_junit_and_html(lab: Deployed, tmp_path: Path) -> None:
     lab.session.verify(layers={"nodes"}, junit=junit, html=html, max_wait=30)
     assert "hostname" in junit.read_text()
     assert "box-1" in html.read_text()
+
+
+def test_reconfigure_repairs_drift_that_a_plain_rerun_keeps(lab: Deployed) -> None:
+    """A converged configure step is kept whatever happened on the host; --reconfigure re-runs it."""
+    from deploy.plan import Request
+
+    lab.ssh("systemctl stop containerd")
+    plain = lab.session.plan()
+    assert not plain.has_changes  # the state cannot know the host drifted
+    asked = lab.session.plan(request=Request(reconfigure=frozenset()))
+    assert [(c.resource_id, c.reason) for c in asked.changes if c.action != "keep"] == [
+        ("configure:box-1", "reconfigure requested")]
+    result = lab.session.up(request=Request(reconfigure=frozenset({"box-1"})))
+    assert result.verify is not None
+    assert result.verify.failed == 0
+    drifted = result.drift["box-1"]
+    assert any("containerd" in op.lower() for op in drifted), drifted
+    assert lab.ssh("systemctl is-active containerd").strip() == "active"

@@ -94,14 +94,16 @@ def test_plan_marks_steps_no_stage_can_run_and_counts_them_apart(tmp_path: Path)
     assert counts["unsupported"] == 1  # cluster:kubernetes (no CNI or add-ons in this lab)
     assert counts["create"] == len(plan.resources) - 1
     text = plan_text(plan)
-    assert "  ! cluster:kubernetes" in text and "not supported yet" in text
+    assert "  ! cluster:kubernetes" in text
+    assert "not supported yet" in text
     assert "1 not supported yet (marked !)" in text
 
 
 def test_validate_says_which_steps_up_would_refuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(lab_file(tmp_path, K8S))]) == 0
     err = capsys.readouterr().err
-    assert "cannot run 1 step(s) of this lab yet" in err and "cluster:kubernetes" in err
+    assert "cannot run 1 step(s) of this lab yet" in err
+    assert "cluster:kubernetes" in err
 
 
 def test_plan_has_no_side_effects(tmp_path: Path) -> None:
@@ -152,7 +154,9 @@ def test_a_lab_names_a_plugin_kind_and_its_fields_are_checked_with_positions(tmp
     with pytest.raises(ConfigError) as err:
         open_lab(lab_file(tmp_path, bad))
     text = str(err.value)
-    assert "lab.yaml:3:" in text and "providers.rec" in text and "wrokdir" in text
+    assert "lab.yaml:3:" in text
+    assert "providers.rec" in text
+    assert "wrokdir" in text
     nat = good.replace("mode: user", "mode: nat, cidr: 10.99.0.0/24")
     with pytest.raises(ConfigError, match=r"provider rec \(recorder\) cannot make nat networks"):
         open_lab(lab_file(tmp_path, nat))
@@ -163,7 +167,8 @@ def test_unknown_kind_names_the_registered_ones_and_the_nearest(tmp_path: Path) 
         open_lab(lab_file(tmp_path, "name: p\nproviders:\n  x: {kind: recordr}\nnodes: {vm: {provider: x}}\n"))
     problem = next(p for p in err.value.problems if "unknown provider kind" in p.message)
     assert problem.location.line == 3
-    assert "did you mean 'recorder'?" in problem.hint and "registered by packages: recorder" in problem.hint
+    assert "did you mean 'recorder'?" in problem.hint
+    assert "registered by packages: recorder" in problem.hint
 
 
 def test_kind_whose_library_is_missing_names_the_install_command(tmp_path: Path) -> None:
@@ -174,7 +179,8 @@ def test_kind_whose_library_is_missing_names_the_install_command(tmp_path: Path)
     (info / "entry_points.txt").write_text("[labdeploy.providers]\nfakevs = fakevs_provider:Provider [vsphere]\n")
     (plugins / "fakevs_provider.py").write_text("import pyVmomi_not_installed_here  # noqa\n")
     lab = lab_file(tmp_path, "name: p\nproviders:\n  dc: {kind: fakevs}\nnodes: {vm: {provider: dc}}\n")
-    code = f"import sys; sys.path.insert(0, {str(plugins)!r}); from deploy.cli import main; sys.exit(main(['validate', {str(lab)!r}]))"
+    code = (f"import sys; sys.path.insert(0, {str(plugins)!r}); from deploy.cli import main; "
+            f"sys.exit(main(['validate', {str(lab)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 3, done.stderr
     assert "provider kind 'fakevs' needs pyVmomi_not_installed_here: pip install 'labdeploy[vsphere]'" in done.stderr
@@ -221,3 +227,26 @@ def test_reap_takes_expired_and_orphans_and_age_only_when_asked(tmp_path: Path) 
     assert reason(base, now, None, None) == ""
     assert reason(base, now, timedelta(days=1), None).startswith("unused base image")
     assert reason(base, now, timedelta(days=1), "lab") == ""  # one lab's reap never takes shared images
+
+
+def test_an_executor_bug_fails_its_steps_with_its_own_traceback_in_the_run_log(
+        tmp_path: Path, sshd: SshServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import deploy.steps
+    from deploy.errors import StageError
+
+    def broken(_batch: list[object], _ctx: object) -> dict[str, object]:
+        raise RuntimeError("boom in the image executor")
+
+    monkeypatch.setattr(deploy.steps, "run_image", broken)  # the registry names it; run looks it up
+    work = tmp_path / "rec"
+    write_config(work, ssh={"host": sshd.host, "port": sshd.port, "user": sshd.user, "key": str(sshd.key_path)})
+    lab = lab_file(tmp_path, f"name: p\nproviders:\n  rec: {{kind: recorder, workdir: {work}}}\n"
+                             "images:\n  deb: {build: {}}\nnetworks:\n  mgmt: {provider: rec, mode: user}\n"
+                             "defaults: {image: deb, provider: rec, networks: [mgmt]}\nnodes: {vm: {}}\n")
+    session = LabSession(lab, state_dir=tmp_path / "state", artifacts_root=tmp_path / "artifacts")
+    with pytest.raises(StageError, match="internal error: RuntimeError"):
+        session.up(verify=False)
+    log = next((tmp_path / "artifacts" / "p").glob("*/run.log")).read_text()
+    assert "Traceback" in log
+    assert "in broken" in log
+    assert "boom in the image executor" in log
