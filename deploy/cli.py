@@ -192,7 +192,7 @@ def _print_verify(report: Any) -> None:
 
 
 def _print_access(session: Any) -> None:
-    from deploy.ssh_hostkeys import known_hosts_path
+    from deploy.ssh.hostkeys import known_hosts_path
 
     state = session.store.load()
     known = known_hosts_path(session.state_dir)

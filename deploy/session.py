@@ -175,7 +175,7 @@ class LabSession:
     def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
                           on_event: EventSink) -> list[str]:
         from deploy.plan import Change, delete_order
-        from deploy.ssh_hostkeys import HostKeyStore, known_hosts_path
+        from deploy.ssh.hostkeys import HostKeyStore, known_hosts_path
         from deploy.stages import destroy
 
         ctx = self._step_context(run_id, self._tags(run_id), pool, state, None)
@@ -231,7 +231,7 @@ class LabSession:
         return Tags(self.resolved.name, run_id, now, now + timedelta(seconds=self.resolved.ttl_seconds))
 
     def _pool(self, artifacts_dir: Path | None = None, sink: EventSink | None = None) -> ProviderPool:
-        from deploy.ssh_keys import generate_keypair
+        from deploy.ssh.keys import generate_keypair
 
         key, public = generate_keypair(self.state_dir)
 
@@ -247,7 +247,7 @@ class LabSession:
 
     def _step_context(self, run_id: str, tags: Tags, pool: ProviderPool, state: LabState,
                       artifacts_dir: Path | None, *, sink: EventSink = lambda _e: None) -> StepContext:
-        from deploy.ssh_hostkeys import known_hosts_path
+        from deploy.ssh.hostkeys import known_hosts_path
 
         return StepContext(self.resolved, self.lab_file, self.state_dir, run_id, tags, pool,
                            known_hosts_path(self.state_dir),

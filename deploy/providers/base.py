@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 
 from deploy.errors import ConfigError, ProviderError
 from deploy.model.resolved import ResolvedImage, ResolvedNetwork, ResolvedNode
+from deploy.ssh.endpoint import SshEndpoint as SshEndpoint  # noqa: PLC0414 (re-export for providers)
 
 
 @dataclass(frozen=True)
@@ -29,24 +30,6 @@ class Tags:
     run_id: str
     created: datetime
     expires: datetime | None = None
-
-
-@dataclass(frozen=True)
-class SshEndpoint:
-    """How the host reaches a machine's sshd (for user-mode networking: a loopback port)."""
-
-    host: str
-    port: int
-    user: str
-    key_path: Path
-
-    def to_outputs(self) -> dict[str, Any]:
-        """The form kept in the state (paths as strings)."""
-        return {"host": self.host, "port": self.port, "user": self.user, "key": str(self.key_path)}
-
-    @classmethod
-    def from_outputs(cls, data: dict[str, Any]) -> SshEndpoint:
-        return cls(data["host"], int(data["port"]), data["user"], Path(data["key"]))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from deploy.providers.base import (
     register,
 )
 from deploy.ssh import HostKeyStore, known_hosts_path, wait_for_ssh
-from deploy.ssh_keys import check_private_key_mode
+from deploy.ssh.keys import check_private_key_mode
 
 DEFAULT_CONNECT_TIMEOUT = 20.0
 
