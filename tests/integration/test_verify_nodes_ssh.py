@@ -206,9 +206,11 @@ def test_reproduce_command_checks_the_host_key_with_openssh(sshd: SshServer, tmp
     line = ctx_for(tmp_path, known, t).shell(t).reproduce("echo from-openssh")
     assert "StrictHostKeyChecking=no" not in line
     words = shlex.split(line)
-    done = subprocess.run([words[0], "-o", "BatchMode=yes", *words[1:]], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([words[0], "-o", "BatchMode=yes", *words[1:]],
+                          check=False, capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (0, "from-openssh\n"), done.stderr
     (tmp_path / "known_hosts").write_text("")
-    refused = subprocess.run([words[0], "-o", "BatchMode=yes", *words[1:]], capture_output=True, text=True, timeout=30)
+    refused = subprocess.run([words[0], "-o", "BatchMode=yes", *words[1:]],
+                          check=False, capture_output=True, text=True, timeout=30)
     assert refused.returncode == 255
     assert "Host key verification failed" in refused.stderr
