@@ -127,7 +127,8 @@ def connect(
         )
     except RetryTimeout as timed_out:
         last = timed_out.last
-        assert isinstance(last, _NotYet)
+        if not isinstance(last, _NotYet):  # only _NotYet is retried
+            raise
         raise _unreachable(endpoint, alias, timeout, last, retried=poll is not None) from last.cause
 
 
