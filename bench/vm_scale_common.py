@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deploy.images import ensure_image
 from deploy.model.resolved import ResolvedImage
-from deploy.ssh_keys import generate_keypair
+from deploy.ssh.keys import generate_keypair
 
 PREFIX = "ldbench"
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # refused banners while booting are expected

@@ -228,7 +228,7 @@ def _print_verify(report: Any) -> None:
 
 
 def _print_access(session: Any) -> None:
-    from deploy.ssh_hostkeys import known_hosts_path
+    from deploy.ssh import SshEndpoint, known_hosts_path
 
     state = session.store.load()
     known = known_hosts_path(session.state_dir)
@@ -236,8 +236,8 @@ def _print_access(session: Any) -> None:
         record = state.resources.get(f"machine:{name}")
         ssh = record.outputs.get("ssh") if record else None
         if ssh:
-            out.print(f"  {name}: ssh -i {ssh['key']} -p {ssh['port']} -o UserKnownHostsFile={known} "
-                      f"-o HostKeyAlias={name} {ssh['user']}@{ssh['host']}", markup=False)
+            line = SshEndpoint.from_outputs(ssh).command(known_hosts=known, alias=name)
+            out.print(f"  {name}: {line}", markup=False)
 
 
 class _Progress:

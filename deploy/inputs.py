@@ -63,7 +63,7 @@ def export_known_hosts(state_dir: Path, nodes: list[ResolvedNode], outputs: Outp
     Keys are recorded per node name (forwarded ports move between labs); pyinfra, testinfra and
     ssh look keys up by address and port, so each run writes this view of the current endpoints.
     """
-    from deploy.ssh_hostkeys import HostKeyStore, known_hosts_path
+    from deploy.ssh.hostkeys import HostKeyStore, known_hosts_path
 
     path = state_dir / "ssh_known_hosts"
     endpoints = {}

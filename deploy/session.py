@@ -242,7 +242,7 @@ class LabSession:
     def _pool(self, artifacts_dir: Path | None = None, sink: EventSink | None = None, *,
               create_key: bool = True) -> ProviderPool:
         """The lab's providers; ``create_key=False`` (plan, status) writes nothing, not even the key."""
-        from deploy.ssh_keys import generate_keypair
+        from deploy.ssh.keys import generate_keypair
 
         key, public = generate_keypair(self.state_dir) if create_key else (self.state_dir / "id_ed25519", None)
 
@@ -258,7 +258,7 @@ class LabSession:
 
     def _step_context(self, run_id: str, tags: Tags, pool: ProviderPool, state: LabState,
                       artifacts_dir: Path | None, *, sink: EventSink = lambda _e: None) -> StepContext:
-        from deploy.ssh_hostkeys import known_hosts_path
+        from deploy.ssh.hostkeys import known_hosts_path
 
         return StepContext(self.resolved, self.lab_file, self.state_dir, run_id, tags, pool,
                            known_hosts_path(self.state_dir),

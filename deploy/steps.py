@@ -156,7 +156,7 @@ def execute(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabE
 
 
 def teardown_machine(provider: SomeProvider, name: str, ctx: StepContext) -> None:
-    from deploy.ssh_hostkeys import HostKeyStore
+    from deploy.ssh.hostkeys import HostKeyStore
 
     provider.delete_machine(name)
     HostKeyStore(ctx.known_hosts).forget(name)  # a re-created machine has new host keys

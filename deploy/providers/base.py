@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from deploy.errors import ProviderError
 from deploy.model.resolved import ResolvedImage, ResolvedNetwork, ResolvedNode
+from deploy.ssh.endpoint import SshEndpoint as SshEndpoint  # noqa: PLC0414 (re-export for providers)
 
 
 @dataclass(frozen=True)
@@ -36,24 +37,6 @@ class Tags:
     created: datetime
     expires: datetime | None = None
     state: str | None = None  # the lab's state folder: a resource whose lab state is gone is an orphan
-
-
-@dataclass(frozen=True)
-class SshEndpoint:
-    """How the host reaches a machine's sshd (for user-mode networking: a loopback port)."""
-
-    host: str
-    port: int
-    user: str
-    key_path: Path
-
-    def to_outputs(self) -> dict[str, Any]:
-        """The form kept in the state (paths as strings)."""
-        return {"host": self.host, "port": self.port, "user": self.user, "key": str(self.key_path)}
-
-    @classmethod
-    def from_outputs(cls, data: dict[str, Any]) -> SshEndpoint:
-        return cls(data["host"], int(data["port"]), data["user"], Path(data["key"]))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from deploy.providers.base import (
     Tags,
 )
 from deploy.ssh import HostKeyStore, known_hosts_path, wait_for_ssh
-from deploy.ssh_keys import check_private_key_mode
+from deploy.ssh.keys import check_private_key_mode
 
 
 class ExistingProvider(Provider[ExistingProviderSpec]):

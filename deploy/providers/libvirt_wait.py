@@ -2,8 +2,9 @@
 
 Three things are awaited in order under one deadline: the domain is running, the forwarded
 TCP port answers with an SSH server, and the lab key is accepted (both through
-:func:`deploy.ssh.wait_for_ssh`). The wait is cut into slices so that a domain that dies
-while booting fails at once, with the tail of its serial console in the message.
+:func:`deploy.ssh.wait_for_ssh`). The wait is cut into slices (retried by
+:func:`deploy.retry.retry`) so that a domain that dies while booting fails at once, with the
+tail of its serial console in the message.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 from deploy.errors import ProviderError
 from deploy.providers.base import MachineInfo
 from deploy.providers.libvirt_inventory import lookup_domain
-from deploy.ssh import known_hosts_path, wait_for_ssh
+from deploy.retry import Deadline, RetryTimeout, retry
+from deploy.ssh import SshUnreachable, known_hosts_path, wait_for_ssh
 
 if TYPE_CHECKING:
     from deploy.providers.libvirt import LibvirtProvider
@@ -53,22 +55,23 @@ def _timed_out(info: MachineInfo, timeout: float, last: ProviderError | None) ->
 
 def wait_machine(provider: LibvirtProvider, info: MachineInfo, timeout: float) -> float:
     """Block until ``info``'s sshd accepts the lab key; return the seconds it took."""
-    if info.ssh is None:
+    ssh = info.ssh
+    if ssh is None:
         raise ProviderError(f"machine {info.name} has no SSH forward to wait for (no user-mode NIC or no lab key)")
     start = time.monotonic()
-    deadline = start + timeout
+    deadline = Deadline.after(timeout)
     store = known_hosts_path(provider.ctx.state_dir)
-    last: ProviderError | None = None
-    while (left := deadline - time.monotonic()) > 0:
+
+    def one_slice() -> None:
         dom = lookup_domain(provider.conn, str(info.extra.get("domain", "")))
         if dom is None or not dom.isActive():
             raise _died(provider, info)
-        try:
-            wait_for_ssh(info.ssh, known_hosts=store, alias=info.name, timeout=min(SLICE, left))
-        except ProviderError as exc:
-            if not exc.message.startswith("timed out"):
-                raise  # a changed host key or the like: retrying cannot help
-            last = exc
-            continue
-        return time.monotonic() - start
-    raise _timed_out(info, timeout, last)
+        wait_for_ssh(ssh, known_hosts=store, alias=info.name, timeout=max(min(SLICE, deadline.left()), 0.0))
+
+    try:  # a changed host key or the like is no SshUnreachable: retrying cannot help
+        retry(one_slice, describe=f"SSH on machine {info.name}", deadline=deadline, interval=0.0,
+              retry_on=(SshUnreachable,))
+    except RetryTimeout as timed_out:
+        last = timed_out.last
+        raise _timed_out(info, timeout, last if isinstance(last, ProviderError) else None) from None
+    return time.monotonic() - start

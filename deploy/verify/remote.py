@@ -1,97 +1,86 @@
 """Commands on lab nodes over SSH, with the recorded host key checked strictly.
 
-One connection per node, shared by the built-in checks, ``verify:`` entries and the
-testinfra ``host`` fixture. An unknown or changed host key is refused, never accepted.
+One connection per node (deploy.ssh's transport), shared by the built-in checks, ``verify:``
+entries and the testinfra ``host`` fixture. Host keys come from the run's known_hosts export
+(``[host]:port`` names): an unknown or changed host key is refused, never accepted. Commands
+run through :func:`deploy.ssh.run_on`, which reads stdout and stderr together under one deadline.
 """
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
-from deploy.providers.base import SshEndpoint
-from deploy.ssh import CommandResult
+from deploy.errors import ProviderError
+from deploy.ssh import (
+    CommandResult,
+    CommandTimeout,
+    HostKeyChanged,
+    HostKeyStore,
+    SshEndpoint,
+    known_hosts_name,
+    run_on,
+)
+from deploy.ssh import connect as ssh_connect
 from deploy.verify.retry import CheckFailure
+
+CONNECT_TIMEOUT = 10.0
 
 
 def ssh_command(ssh: SshEndpoint, known_hosts: Path, command: str) -> str:
     """The OpenSSH command line that reproduces ``command`` on the node from the host."""
-    return (
-        f"ssh -i {shlex.quote(str(ssh.key_path))} -p {ssh.port} -o StrictHostKeyChecking=yes "
-        f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))} {ssh.user}@{ssh.host} "
-        f"{shlex.quote(command)}"
-    )
+    return ssh.command(known_hosts=known_hosts, remote=command)
 
 
-def connect(ssh: SshEndpoint, known_hosts: Path, *, node: str, timeout: float = 10.0) -> paramiko.SSHClient:
-    """An SSH client to ``ssh``; raises CheckFailure when unreachable or the host key differs."""
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+def connect(ssh: SshEndpoint, known_hosts: Path, *, node: str, timeout: float = CONNECT_TIMEOUT) -> paramiko.Transport:
+    """An authenticated transport to ``ssh``; raises CheckFailure when unreachable or the host key differs."""
+    store = HostKeyStore(known_hosts, record_new=False)
     try:
-        client.connect(
-            ssh.host,
-            port=ssh.port,
-            username=ssh.user,
-            key_filename=str(ssh.key_path),
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-            allow_agent=False,
-            look_for_keys=False,
-        )
-    except paramiko.BadHostKeyException as exc:
-        client.close()
+        return ssh_connect(ssh, known_hosts=store, alias=known_hosts_name(ssh.host, ssh.port), timeout=timeout)
+    except HostKeyChanged as exc:
         raise CheckFailure(
             "SSH host key check",
             node=node,
             expected=f"host key recorded in {known_hosts}",
-            seen=f"a different {exc.key.get_name()} key ({exc.key.fingerprint})",
+            seen=f"a different {exc.offered.get_name()} key ({exc.offered.fingerprint})",
             reproduce=ssh_command(ssh, known_hosts, "true"),
             final=True,
         ) from None
-    except (paramiko.SSHException, OSError) as exc:
-        client.close()
+    except ProviderError as exc:
         raise CheckFailure(
             "SSH login",
             node=node,
             expected=f"{ssh.user}@{ssh.host}:{ssh.port} accepts the lab key with a known host key",
-            seen=f"{type(exc).__name__}: {exc}",
+            seen=exc.message,
             reproduce=ssh_command(ssh, known_hosts, "true"),
         ) from None
-    return client
 
 
 class NodeShell:
-    """Runs commands on one node; reconnects once when the connection dropped."""
+    """Runs commands on one node; reconnects when the connection dropped."""
 
     def __init__(self, node: str, ssh: SshEndpoint, known_hosts: Path) -> None:
         self.node = node
         self.ssh = ssh
         self.known_hosts = known_hosts
-        self._client: paramiko.SSHClient | None = None
+        self._transport: paramiko.Transport | None = None
 
     @property
-    def client(self) -> paramiko.SSHClient:
-        transport = self._client.get_transport() if self._client else None
-        if self._client is None or transport is None or not transport.is_active():
+    def transport(self) -> paramiko.Transport:
+        if self._transport is None or not self._transport.is_active():
             self.close()
-            self._client = connect(self.ssh, self.known_hosts, node=self.node)
-        return self._client
+            self._transport = connect(self.ssh, self.known_hosts, node=self.node)
+        return self._transport
 
     def reproduce(self, command: str) -> str:
         return ssh_command(self.ssh, self.known_hosts, command)
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
-        _, out, err = self.client.exec_command(command, timeout=timeout)
         try:
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
-            rc = out.channel.recv_exit_status()
-        except TimeoutError:
+            return run_on(self.transport, command, alias=self.node, timeout=timeout)
+        except CommandTimeout:
             raise CheckFailure(
                 f"command {command!r}",
                 node=self.node,
@@ -99,18 +88,35 @@ class NodeShell:
                 seen="still running",
                 reproduce=self.reproduce(command),
             ) from None
-        return CommandResult(rc, stdout, stderr)
+        except ProviderError as exc:  # the connection broke under the command
+            self.close()
+            raise CheckFailure(
+                f"command {command!r}",
+                node=self.node,
+                expected="it runs over the node's SSH connection",
+                seen=exc.message,
+                reproduce=self.reproduce(command),
+            ) from None
 
     def put(self, data: bytes, path: str, mode: int = 0o755) -> None:
-        with self.client.open_sftp() as sftp:
+        sftp = paramiko.SFTPClient.from_transport(self.transport)
+        if sftp is None:
+            raise CheckFailure(
+                f"upload of {path}",
+                node=self.node,
+                expected="an SFTP session",
+                seen="the server refused the sftp subsystem",
+                reproduce=self.reproduce("true"),
+            )
+        with sftp:
             with sftp.open(path, "wb") as handle:
                 handle.write(data)
             sftp.chmod(path, mode)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
 
 class ShellPool:
@@ -131,6 +137,16 @@ class ShellPool:
         self._shells.clear()
 
 
+class _SharedClient:
+    """What testinfra's paramiko backend uses of an SSHClient: the node's checked transport."""
+
+    def __init__(self, shell: NodeShell) -> None:
+        self._shell = shell
+
+    def get_transport(self) -> paramiko.Transport:
+        return self._shell.transport
+
+
 def testinfra_host(shell: NodeShell) -> Any:
     """A pytest-testinfra ``Host`` on the node's strict, already-checked SSH connection."""
     from testinfra.backend.paramiko import ParamikoBackend
@@ -139,7 +155,7 @@ def testinfra_host(shell: NodeShell) -> Any:
     backend = ParamikoBackend(
         f"{shell.ssh.user}@{shell.ssh.host}:{shell.ssh.port}", ssh_identity_file=str(shell.ssh.key_path)
     )
-    backend.__dict__["client"] = shell.client  # replace the lax WarningPolicy client it would make
+    backend.__dict__["client"] = _SharedClient(shell)  # instead of the lax WarningPolicy client it would make
     host = Host(backend)
     backend.set_host(host)
     return host

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from deploy.retry import RetryTimeout
+from deploy.retry import retry as _retry
+
 T = TypeVar("T")
 
 
@@ -63,25 +66,40 @@ class Deadline:
 def retry(check: Callable[[], T], deadline: Deadline, sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``check`` until it returns without a CheckFailure or the deadline passes.
 
-    The last failure is re-raised with the number of attempts and the time spent added.
-    Errors that are not CheckFailure (bugs, refused credentials) propagate at once.
+    The last failure is re-raised with the number of attempts and the time spent added; a
+    ``final`` failure is not retried. Errors that are not CheckFailure (bugs, refused
+    credentials) propagate at once. The loop is :func:`deploy.retry.retry`.
     """
     start = time.monotonic()
     tries = 0
-    while True:
+
+    def attempt() -> T:
+        nonlocal tries
         tries += 1
-        try:
-            return check()
-        except CheckFailure as failure:
-            spent = time.monotonic() - start
-            if failure.final or _exhausted(deadline, tries, spent):
-                failure.tries = f" (after {tries} attempt(s) in {spent:.1f}s)"
-                failure.args = (failure.render(),)
-                raise
-        sleep(min(deadline.interval, max(0.0, deadline.timeout - (time.monotonic() - start))))
+        return check()
+
+    try:
+        return _retry(
+            attempt,
+            describe="a check",
+            deadline_s=deadline.timeout,
+            interval=deadline.interval,
+            attempts=deadline.attempts,
+            retry_on=(CheckFailure,),
+            give_up=lambda exc: isinstance(exc, CheckFailure) and exc.final,
+            sleep=sleep,
+        )
+    except RetryTimeout as timeout:
+        failure = timeout.last
+        if not isinstance(failure, CheckFailure):
+            raise
+        _annotate(failure, tries, time.monotonic() - start)
+        raise failure from None
+    except CheckFailure as failure:  # final: retrying cannot help
+        _annotate(failure, tries, time.monotonic() - start)
+        raise
 
 
-def _exhausted(deadline: Deadline, tries: int, spent: float) -> bool:
-    if deadline.attempts is not None and tries >= deadline.attempts:
-        return True
-    return spent + deadline.interval > deadline.timeout
+def _annotate(failure: CheckFailure, tries: int, spent: float) -> None:
+    failure.tries = f" (after {tries} attempt(s) in {spent:.1f}s)"
+    failure.args = (failure.render(),)

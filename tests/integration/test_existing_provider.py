@@ -19,7 +19,7 @@ from deploy.providers.base import ProviderContext, SshEndpoint, Tags
 from deploy.providers.existing import ExistingProvider
 from deploy.providers.registry import provider_class
 from deploy.ssh import HostKeyStore, run_command, wait_for_ssh
-from deploy.ssh_keys import generate_keypair
+from deploy.ssh.keys import generate_keypair
 from tests.integration.sshd_fixtures import SshServer, free_port, ssh_keygen
 
 pytestmark = pytest.mark.integration

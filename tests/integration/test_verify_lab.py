@@ -20,7 +20,7 @@ from deploy.errors import VerificationError
 from deploy.providers.base import SshEndpoint
 from deploy.session import LabSession
 from deploy.ssh import run_command
-from deploy.ssh_hostkeys import known_hosts_path
+from deploy.ssh.hostkeys import known_hosts_path
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 

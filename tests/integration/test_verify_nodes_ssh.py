@@ -164,3 +164,53 @@ def test_sftp_upload_lands_module(sshd: SshServer, tmp_path: Path) -> None:
     assert dest.read_bytes() == hello_module()
     assert textwrap.dedent(shell.run(f"stat -c %a {dest}").stdout).strip() == "644"
     ctx.close()
+
+
+def test_shell_reads_a_full_stderr_while_stdout_waits(sshd: SshServer, tmp_path: Path) -> None:
+    """4 MiB on stderr before any stdout: reading stdout first would stall on the full window."""
+    known = record_host_key(sshd, tmp_path / "known_hosts")
+    t = target(sshd, "worker-1", "worker-1")
+    ctx = ctx_for(tmp_path, known, t)
+    result = ctx.shell(t).run("head -c 4194304 /dev/zero | tr '\\0' e >&2; echo done", timeout=30)
+    assert (result.rc, result.stdout, len(result.stderr)) == (0, "done\n", 4194304)
+    ctx.close()
+
+
+def test_shell_timeout_is_one_deadline_and_keeps_the_connection(sshd: SshServer, tmp_path: Path) -> None:
+    import time
+
+    known = record_host_key(sshd, tmp_path / "known_hosts")
+    t = target(sshd, "worker-1", "worker-1")
+    ctx = ctx_for(tmp_path, known, t)
+    shell = ctx.shell(t)
+    first = shell.transport
+    start = time.monotonic()
+    # prints every 0.3 s: a per-read timeout would never fire, the command's deadline does
+    with pytest.raises(CheckFailure) as failure:
+        shell.run("while true; do echo tick; sleep 0.3; done", timeout=1.5)
+    assert 1.4 <= time.monotonic() - start < 6
+    assert "expected: it finishes within 2s" in str(failure.value)
+    assert "seen:     still running" in str(failure.value)
+    assert shell.run("echo again").stdout == "again\n"
+    assert shell.transport is first  # one connection per node across commands
+    ctx.close()
+
+
+def test_reproduce_command_checks_the_host_key_with_openssh(sshd: SshServer, tmp_path: Path) -> None:
+    """The printed command works as printed: OpenSSH logs in with the export, strictly."""
+    import shlex
+    import subprocess
+
+    known = record_host_key(sshd, tmp_path / "known_hosts")
+    t = target(sshd, "worker-1", "worker-1")
+    line = ctx_for(tmp_path, known, t).shell(t).reproduce("echo from-openssh")
+    assert "StrictHostKeyChecking=no" not in line
+    words = shlex.split(line)
+    done = subprocess.run([words[0], "-o", "BatchMode=yes", *words[1:]],
+                          check=False, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, "from-openssh\n"), done.stderr
+    (tmp_path / "known_hosts").write_text("")
+    refused = subprocess.run([words[0], "-o", "BatchMode=yes", *words[1:]],
+                          check=False, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 255
+    assert "Host key verification failed" in refused.stderr

@@ -10,8 +10,8 @@ import paramiko
 import pytest
 
 from deploy.errors import ProviderError
-from deploy.ssh_hostkeys import HostKeyStore
-from deploy.ssh_keys import fingerprint, generate_keypair
+from deploy.ssh.hostkeys import HostKeyStore
+from deploy.ssh.keys import fingerprint, generate_keypair
 
 
 def _key(directory: Path, name: str = "id_ed25519") -> paramiko.PKey:

@@ -11,7 +11,7 @@ import paramiko
 import pytest
 
 from deploy.errors import ProviderError, StateError
-from deploy.ssh_keys import fingerprint, generate_keypair, load_private_key
+from deploy.ssh.keys import fingerprint, generate_keypair, load_private_key
 
 
 def _mode(path: Path) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.retry import RetryTimeout, poll
 from deploy.verify.checks import pods
 from deploy.verify.model import ClusterExpect
 from deploy.verify.retry import CheckFailure
@@ -97,19 +97,22 @@ def run(api: Any, cluster: ClusterExpect, exp: Experiment) -> Outcome:
 def _service_ip(api: Any, ns: str, name: str, timeout: float) -> str:
     """Create a ClusterIP Service for the server and wait until it has its address."""
     pods.create(api, ns, pods.service_manifest(name, {"app": name}, 80, HTTP_PORT))
-    deadline = time.monotonic() + timeout
-    while True:
-        ip = pods.core(api).read_namespaced_service(name, ns).spec.cluster_ip
-        if ip and ip != "None":
-            return str(ip)
-        if time.monotonic() >= deadline:
-            raise CheckFailure(
-                f"Service {ns}/{name}",
-                expected="a ClusterIP",
-                seen="none assigned",
-                reproduce=f"kubectl -n {ns} get svc {name} -o yaml",
-            )
-        time.sleep(1.0)
+    try:
+        ip = poll(
+            lambda: pods.core(api).read_namespaced_service(name, ns).spec.cluster_ip,
+            lambda ip: bool(ip) and ip != "None",
+            describe=f"a ClusterIP for Service {ns}/{name}",
+            deadline_s=timeout,
+            interval=1.0,
+        )
+    except RetryTimeout:
+        raise CheckFailure(
+            f"Service {ns}/{name}",
+            expected="a ClusterIP",
+            seen="none assigned",
+            reproduce=f"kubectl -n {ns} get svc {name} -o yaml",
+        ) from None
+    return str(ip)
 
 
 def expect_success(outcome: Outcome, what: str, reproduce: str, marker: str = SERVER_MARKER) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +16,13 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from deploy.retry import RetryTimeout, backoff, last_value, poll
 from deploy.verify.retry import CheckFailure
 
 PREFIX = "labdeploy-verify"
 DONE = ("Succeeded", "Failed")
 RC_LINE = re.compile(r"^rc=(\d+)\s*$", re.MULTILINE)
+POLL_INTERVAL = backoff(0.2, 1.5, 2.0)  # quick for pods that finish at once, at most every 2 s
 
 
 class CheckSkipped(Exception):
@@ -143,23 +144,31 @@ def delete(api: Any, namespace: str, kind: str, name: str) -> None:
 
 def wait_phase(api: Any, namespace: str, name: str, phases: tuple[str, ...], timeout: float) -> Any:
     """Poll the pod until its phase is one of ``phases``; CheckFailure names the last phase seen."""
-    deadline = time.monotonic() + timeout
-    phase = "absent"
-    tries = 0
-    while True:
-        pod = core(api).read_namespaced_pod(name, namespace)
-        phase = (pod.status.phase if pod.status else None) or "Pending"
-        if phase in phases or (phase in DONE and "Running" in phases):
-            return pod
-        if time.monotonic() >= deadline:
-            raise CheckFailure(
-                f"pod {namespace}/{name}",
-                expected=f"phase {' or '.join(phases)} within {timeout:.0f}s",
-                seen=f"phase {phase}; {_waiting_reason(pod)}",
-                reproduce=f"kubectl -n {namespace} describe pod {name}",
-            )
-        time.sleep(min(2.0, 0.2 * 1.5 ** min(tries, 8)))
-        tries += 1
+
+    def reached(pod: Any) -> bool:
+        phase = _phase(pod)
+        return phase in phases or (phase in DONE and "Running" in phases)
+
+    try:
+        return poll(
+            lambda: core(api).read_namespaced_pod(name, namespace),
+            reached,
+            describe=f"pod {namespace}/{name} in phase {' or '.join(phases)}",
+            deadline_s=timeout,
+            interval=POLL_INTERVAL,
+        )
+    except RetryTimeout as timed_out:
+        pod = last_value(timed_out)
+        raise CheckFailure(
+            f"pod {namespace}/{name}",
+            expected=f"phase {' or '.join(phases)} within {timeout:.0f}s",
+            seen=f"phase {_phase(pod)}; {_waiting_reason(pod)}",
+            reproduce=f"kubectl -n {namespace} describe pod {name}",
+        ) from None
+
+
+def _phase(pod: Any) -> str:
+    return (pod.status.phase if pod.status else None) or "Pending"
 
 
 def _waiting_reason(pod: Any) -> str:

@@ -1,4 +1,4 @@
-"""SSH plumbing: wait until a machine accepts the lab key, run a command on it.
+"""SSH transport: wait until a machine accepts the lab key, run commands on it.
 
 Reaching a machine has three phases, each bounded by one deadline (socket and paramiko
 timeouts are set from the time left, so nothing hangs past it):
@@ -8,9 +8,14 @@ timeouts are set from the time left, so nothing hangs past it):
                          key is checked against the :class:`HostKeyStore` (trust on first use)
 3. ``key authentication`` the server accepts the private key for the user
 
-:func:`wait_for_ssh` retries every ``poll`` seconds until all three pass; when the deadline
-passes, its error names the phase it was still waiting for, the endpoint and the last error.
-A changed host key is never retried: it fails at once.
+:func:`wait_for_ssh` retries every ``poll`` seconds (through :func:`deploy.retry.retry`) until
+all three pass; when the deadline passes, its :class:`SshUnreachable` names the phase it was
+still waiting for, the endpoint and the last error. A changed host key is never retried: its
+:class:`~deploy.ssh.hostkeys.HostKeyChanged` fails at once.
+
+:func:`run_command` connects and runs one command; :func:`run_on` runs a command on a transport
+the caller keeps open (verify reuses one per node). Both read stdout and stderr together and
+are bounded by one deadline.
 """
 
 from __future__ import annotations
@@ -20,27 +25,17 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
 from deploy.errors import ProviderError
-from deploy.providers.base import SshEndpoint
-from deploy.ssh_hostkeys import HostKeyStore, known_hosts_path
-from deploy.ssh_keys import fingerprint, generate_keypair, load_private_key
-
-__all__ = [
-    "CommandResult",
-    "HostKeyStore",
-    "connect",
-    "fingerprint",
-    "generate_keypair",
-    "known_hosts_path",
-    "run_command",
-    "wait_for_ssh",
-]
+from deploy.retry import Deadline, RetryTimeout, retry
+from deploy.ssh.endpoint import SshEndpoint
+from deploy.ssh.hostkeys import HostKeyStore
+from deploy.ssh.keys import load_private_key
 
 TCP, HANDSHAKE, AUTH = "TCP connect", "SSH handshake", "key authentication"
 _HINTS = {
@@ -69,6 +64,19 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.rc == 0
+
+
+class SshUnreachable(ProviderError):
+    """Connecting stopped in ``phase`` (TCP connect, SSH handshake, key authentication)."""
+
+    def __init__(self, message: str, *, hint: str, phase: str, retried: bool) -> None:
+        super().__init__(message, hint=hint)
+        self.phase = phase
+        self.retried = retried
+
+
+class CommandTimeout(ProviderError):
+    """A remote command did not finish within its deadline."""
 
 
 class _NotYet(Exception):
@@ -107,15 +115,21 @@ def connect(
     """
     store = known_hosts if isinstance(known_hosts, HostKeyStore) else HostKeyStore(known_hosts)
     pkey = load_private_key(endpoint.key_path)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return _attempt(endpoint, store, alias, pkey, deadline)
-        except _NotYet as exc:
-            left = deadline - time.monotonic()
-            if poll is None or left <= 0:
-                raise _unreachable(endpoint, alias, timeout, exc, retried=poll is not None) from exc.cause
-            time.sleep(min(poll, left))
+    deadline = Deadline.after(timeout)
+    try:
+        return retry(
+            lambda: _attempt(endpoint, store, alias, pkey, deadline.at),
+            describe=f"SSH on node {alias!r}",
+            deadline=deadline,
+            interval=poll or 0.0,
+            attempts=None if poll is not None else 1,
+            retry_on=(_NotYet,),
+        )
+    except RetryTimeout as timed_out:
+        last = timed_out.last
+        if not isinstance(last, _NotYet):  # only _NotYet is retried
+            raise
+        raise _unreachable(endpoint, alias, timeout, last, retried=poll is not None) from last.cause
 
 
 def _attempt(
@@ -180,11 +194,13 @@ def _left(deadline: float) -> float:
 
 def _unreachable(
     endpoint: SshEndpoint, alias: str, timeout: float, exc: _NotYet, *, retried: bool
-) -> ProviderError:
+) -> SshUnreachable:
     where = f"{endpoint.user}@{endpoint.host}:{endpoint.port} (node {alias!r}, key {endpoint.key_path})"
     cause = f"{type(exc.cause).__name__}: {exc.cause}".rstrip(": ")
     head = f"timed out after {timeout:g}s waiting for {exc.phase}" if retried else f"{exc.phase} failed"
-    return ProviderError(f"{head} to {where}; last error: {cause}", hint=_HINTS[exc.phase])
+    return SshUnreachable(
+        f"{head} to {where}; last error: {cause}", hint=_HINTS[exc.phase], phase=exc.phase, retried=retried
+    )
 
 
 def run_command(
@@ -198,11 +214,39 @@ def run_command(
     """Run ``command`` on ``endpoint`` (one connection attempt) within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     transport = connect(endpoint, known_hosts=known_hosts, alias=alias, timeout=timeout)
-    expired = threading.Event()
-
-    def expire() -> None:  # closing the transport at the deadline unblocks every paramiko wait
-        expired.set()
+    try:
+        return _run(transport, command, alias=alias, timeout=timeout, deadline=deadline, on_expire=transport.close)
+    finally:
         transport.close()
+
+
+def run_on(transport: paramiko.Transport, command: str, *, alias: str, timeout: float) -> CommandResult:
+    """Run ``command`` on an open ``transport`` within ``timeout`` seconds; the transport stays open.
+
+    Raises :class:`CommandTimeout` at the deadline (the command's channel is closed, the
+    transport is kept) and :class:`ProviderError` when the connection fails.
+    """
+    return _run(transport, command, alias=alias, timeout=timeout, deadline=time.monotonic() + timeout)
+
+
+def _run(
+    transport: paramiko.Transport,
+    command: str,
+    *,
+    alias: str,
+    timeout: float,
+    deadline: float,
+    on_expire: Callable[[], None] | None = None,
+) -> CommandResult:
+    expired = threading.Event()
+    channel: paramiko.Channel | None = None
+
+    def expire() -> None:  # closing at the deadline unblocks every paramiko wait
+        expired.set()
+        if channel is not None:
+            channel.close()
+        if on_expire is not None:
+            on_expire()
 
     watchdog = threading.Timer(_left(deadline), expire)
     watchdog.start()
@@ -221,7 +265,8 @@ def run_command(
         raise ProviderError(f"running a command on node {alias!r} failed: {exc}") from exc
     finally:
         watchdog.cancel()
-        transport.close()
+        if channel is not None:
+            channel.close()
 
 
 def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
@@ -237,12 +282,12 @@ def _collect(channel: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
         elif time.monotonic() >= deadline:
             raise TimeoutError
         else:
-            select.select([channel], [], [], min(deadline - time.monotonic(), 1.0))
+            select.select([channel], [], [], max(0.0, min(deadline - time.monotonic(), 1.0)))
 
 
-def _command_timeout(alias: str, command: str, timeout: float) -> ProviderError:
+def _command_timeout(alias: str, command: str, timeout: float) -> CommandTimeout:
     shown = command if len(command) <= 60 else command[:57] + "..."
-    return ProviderError(
+    return CommandTimeout(
         f"command `{shown}` on node {alias!r} did not finish within {timeout:g}s",
         hint="raise the timeout, or check what the command waits for on the machine",
     )

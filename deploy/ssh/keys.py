@@ -3,11 +3,13 @@
 Private keys are written 0600 and must stay that way: a private key that other users can
 read is refused (like OpenSSH does) rather than silently fixed, because the key may
 already have leaked; the error says which ``chmod`` restores it.
+
+Files written (in the lab's state folder): ``id_ed25519`` (0600) and ``id_ed25519.pub`` (0644),
+both through :func:`deploy.state.atomic_write`.
 """
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy.errors import LabError, ProviderError, StateError
+from deploy.state import atomic_write
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -40,7 +43,7 @@ def generate_keypair(directory: Path, name: str = "id_ed25519") -> tuple[Path, s
         public_line = _write_new_key(private, name)
     public = private.with_name(private.name + ".pub")
     if not public.exists() or public.read_text().strip() != public_line:
-        public.write_text(public_line + "\n")
+        atomic_write(public, (public_line + "\n").encode(), mode=0o644)
     return private, public_line
 
 
@@ -49,12 +52,7 @@ def _write_new_key(private: Path, comment: str) -> str:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
-    tmp = private.with_name(private.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    os.chmod(tmp, 0o600)  # the umask cannot widen it, but an existing tmp file might be wider
-    os.replace(tmp, private)
+    atomic_write(private, pem, mode=0o600)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return f"{public.decode()} {comment}"
 

@@ -6,12 +6,14 @@ first contact with a node records its key; every later contact must present the 
 
 For tools that look hosts up by address (pyinfra, ansible, ``ssh``), :meth:`HostKeyStore.
 export_known_hosts` writes a regular known_hosts file with ``[host]:port`` entries so they
-can check host keys strictly.
+can check host keys strictly. The same class reads such an export back strictly
+(``record_new=False``, hosts named ``[host]:port``): verify refuses a host it does not know.
+
+Both files are written with :func:`deploy.state.atomic_write` (no torn file after a kill).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +21,8 @@ from pathlib import Path
 import paramiko
 
 from deploy.errors import ProviderError
-from deploy.ssh_keys import fingerprint
+from deploy.ssh.keys import fingerprint
+from deploy.state import atomic_write
 
 _LOCK = threading.Lock()  # serialises read-modify-write of every store in this process
 
@@ -29,11 +32,32 @@ def known_hosts_path(state_dir: Path) -> Path:
     return state_dir / "known_hosts"
 
 
-class HostKeyStore:
-    """Host keys recorded on first contact, verified on every later one."""
+def known_hosts_name(host: str, port: int) -> str:
+    """The name OpenSSH files a host under: ``host`` on port 22, else ``[host]:port``."""
+    return host if port == 22 else f"[{host}]:{port}"
 
-    def __init__(self, path: Path) -> None:
+
+class HostKeyChanged(ProviderError):
+    """A host offered a key other than the recorded one; never retried."""
+
+    def __init__(self, message: str, *, hint: str, offered: paramiko.PKey) -> None:
+        super().__init__(message, hint=hint)
+        self.offered = offered
+
+
+class UnknownHostKey(ProviderError):
+    """A strict store (``record_new=False``) holds no key for the host."""
+
+
+class HostKeyStore:
+    """Host keys recorded on first contact, verified on every later one.
+
+    With ``record_new=False`` nothing is recorded: a host without a key is refused.
+    """
+
+    def __init__(self, path: Path, *, record_new: bool = True) -> None:
         self.path = path
+        self.record_new = record_new
 
     def keys(self, alias: str) -> dict[str, paramiko.PKey]:
         """The recorded keys of ``alias`` by key type (empty when never contacted)."""
@@ -43,12 +67,18 @@ class HostKeyStore:
     def verify(self, alias: str, key: paramiko.PKey, *, where: str = "") -> bool:
         """Accept ``key`` for ``alias``: record it on first contact (returns True), check it later.
 
-        Raises :class:`ProviderError` naming the node, both fingerprints and the fix when the
-        key differs from the recorded one.
+        Raises :class:`HostKeyChanged` naming the node, both fingerprints and the fix when the
+        key differs from the recorded one, :class:`UnknownHostKey` when none is recorded and the
+        store does not record new keys.
         """
         with _LOCK:
             table = self._load()
             recorded = self._keys(table, alias)
+            if not recorded and not self.record_new:
+                raise UnknownHostKey(
+                    f"server {alias!r} not found in known_hosts {self.path}",
+                    hint="the host key is exported after the node was reached; re-run `deploy up`",
+                )
             if not recorded:
                 table.add(alias, key.get_name(), key)
                 self._save(table)
@@ -74,9 +104,9 @@ class HostKeyStore:
                     f"no SSH host key recorded for node {alias!r} in {self.path}",
                     hint="export known_hosts only after the node was reached over SSH",
                 )
-            name = host if port == 22 else f"[{host}]:{port}"
+            name = known_hosts_name(host, port)
             lines += [f"{name} {k.get_name()} {k.get_base64()}\n" for k in recorded.values()]
-        _write_atomic(path, "".join(lines))
+        atomic_write(path, "".join(lines).encode())
 
     def forget(self, alias: str) -> bool:
         """Drop the recorded keys of ``alias`` (its machine was destroyed); True if any were kept."""
@@ -95,10 +125,8 @@ class HostKeyStore:
         return table
 
     def _save(self, table: paramiko.HostKeys) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        table.save(str(tmp))
-        os.replace(tmp, self.path)
+        lines = [f"{name} {kind} {key.get_base64()}\n" for name in table for kind, key in table[name].items()]
+        atomic_write(self.path, "".join(lines).encode())
 
     @staticmethod
     def _keys(table: paramiko.HostKeys, alias: str) -> dict[str, paramiko.PKey]:
@@ -107,20 +135,15 @@ class HostKeyStore:
 
     def _mismatch(
         self, alias: str, where: str, recorded: list[paramiko.PKey], offered: paramiko.PKey
-    ) -> ProviderError:
+    ) -> HostKeyChanged:
         was = ", ".join(f"{fingerprint(k)} ({k.get_name()})" for k in recorded)
         at = f" at {where}" if where else ""
-        return ProviderError(
+        return HostKeyChanged(
             f"SSH host key of node {alias!r}{at} changed: recorded {was}, now offered "
             f"{fingerprint(offered)} ({offered.get_name()}). Either the machine was re-created "
             "outside labdeploy, or something else answers on that address.",
             hint=f"if {alias!r} was rebuilt on purpose, run `deploy destroy` and deploy again, or forget "
             f"the old key with `ssh-keygen -R {alias} -f {self.path}`; otherwise find out who answers",
+            offered=offered,
         )
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
