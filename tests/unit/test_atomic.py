@@ -12,6 +12,7 @@ import pytest
 import deploy.atomic
 from deploy.atomic import atomic_output, atomic_write, remove_stale_temps, temp_path
 from deploy.images.seed import build_seed_iso
+from deploy.state import atomic_write as state_atomic_write
 
 
 def _dead_pid() -> int:
@@ -95,3 +96,6 @@ def test_seed_iso_is_written_atomically(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o644
     assert os.listdir(tmp_path) == ["seed.iso"]
 
+
+def test_state_module_re_exports_the_writer() -> None:
+    assert state_atomic_write is atomic_write
