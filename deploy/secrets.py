@@ -14,7 +14,8 @@ For text that arrives already escaped (a ``repr`` in a log line, JSON or HTML qu
 error message), the escaped spellings of every secret are masked as well.
 
 A multi-line secret (a PEM key) is masked whole and line by line (lines of at least
-:data:`MIN_LINE` characters), so a log line quoting one line of it is masked too.
+:data:`MIN_LINE` characters, PEM armour such as ``-----END ... KEY-----`` aside), so a log
+line quoting one line of it is masked too.
 
 Secrets shorter than :data:`MIN_SECRET` characters cannot be masked without shredding
 unrelated text ("ab" occurs everywhere): :func:`resolve_secret` refuses them with a
@@ -28,6 +29,7 @@ import html
 import json
 import logging
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -52,6 +54,9 @@ def spellings(value: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET}
 
 
+_ARMOUR = re.compile(r"-----(BEGIN|END) [A-Z0-9 ]+-----")  # PEM armour lines are public boilerplate
+
+
 def _pieces(value: str) -> set[str]:
     """What to mask for one secret: nothing when its core is too short, else the value, its
     stripped core and each long enough line."""
@@ -60,7 +65,8 @@ def _pieces(value: str) -> set[str]:
         return set()
     pieces = {value, core}
     if "\n" in core or "\r" in core:
-        pieces |= {line.strip() for line in core.splitlines() if len(line.strip()) >= MIN_LINE}
+        lines = {line.strip() for line in core.splitlines()}
+        pieces |= {line for line in lines if len(line) >= MIN_LINE and not _ARMOUR.fullmatch(line)}
     return pieces
 
 

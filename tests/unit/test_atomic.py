@@ -47,7 +47,7 @@ def test_a_failed_write_keeps_the_old_content_and_leaves_no_temp(tmp_path: Path,
     path = tmp_path / "state.json"
     atomic_write(path, b"old")
 
-    def full_disk(fd: int) -> None:
+    def full_disk(_fd: int) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(deploy.atomic.os, "fsync", full_disk)
@@ -79,9 +79,14 @@ def test_stale_temps_of_dead_writers_only_are_removed(tmp_path: Path) -> None:
 
 def test_atomic_output_for_tools_that_write_by_name(tmp_path: Path) -> None:
     final = tmp_path / "disk.qcow2"
-    with pytest.raises(RuntimeError), atomic_output(final) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("qemu-img died")
+
+    def failing_tool() -> None:
+        with atomic_output(final) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("qemu-img died")
+
+    with pytest.raises(RuntimeError):
+        failing_tool()
     assert os.listdir(tmp_path) == []
     with atomic_output(final, 0o640) as tmp:
         subprocess.run(["sh", "-c", f"printf whole > {tmp}"], check=True)
