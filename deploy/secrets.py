@@ -7,6 +7,9 @@ before it serialises:
     redact(obj)        structured data (dicts, lists, tuples, sets, dataclasses, pydantic
                        models; keys too) -> plain JSON-ready data with every secret masked
     redact_text(text)  plain text (log lines, tracebacks, reports) -> masked text
+    contains_secret(obj)  whether structured data holds a secret (to refuse, not mask)
+    redact_file(path)  mask a file another tool wrote (pytest's log)
+    RedactingFormatter a logging formatter whose every formatted line is masked
 
 Redacting the data before ``json.dumps`` matters: JSON escapes ``"``, ``\\`` and non-ASCII
 characters, so a substring search on the serialised text misses ``pässwörd`` or ``a"b``.
@@ -123,6 +126,10 @@ class Redactor:
             return items if isinstance(obj, list | tuple) else sorted(items, key=str)
         return self.redact(_plain(obj)) if _is_structured(obj) else self.redact_text(str(obj))
 
+    def contains(self, obj: Any) -> bool:
+        """Whether any string in ``obj`` (keys too, any spelling) holds a registered secret."""
+        return bool(self.redact(obj) != Redactor().redact(obj))
+
     def _key(self, key: Any) -> Any:
         return key if key is None or isinstance(key, bool | int | float) else self.redact_text(str(key))
 
@@ -179,6 +186,12 @@ def redact(obj: Any) -> Any:
 def redact_text(text: str) -> str:
     """:meth:`Redactor.redact_text` with the process-wide redactor."""
     return REDACTOR.redact_text(text)
+
+
+def contains_secret(obj: Any) -> bool:
+    """Whether ``obj`` carries a resolved secret: for checks that refuse rather than mask
+    (a provider's step outputs should never hold one)."""
+    return REDACTOR.contains(obj)
 
 
 def redact_file(path: Path) -> None:

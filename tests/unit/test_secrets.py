@@ -12,7 +12,16 @@ from pydantic import BaseModel
 
 from deploy.errors import ConfigError
 from deploy.model.schema import SecretRef
-from deploy.secrets import MASK, REDACTOR, Redactor, redact, redact_text, resolve_secret, spellings
+from deploy.secrets import (
+    MASK,
+    REDACTOR,
+    Redactor,
+    redact,
+    redact_file,
+    redact_text,
+    resolve_secret,
+    spellings,
+)
 
 UMLAUT = "pässwörd-ümlaut"
 QUOTES = 'a"b\\c\'d'
@@ -98,6 +107,23 @@ def test_overlapping_secrets_are_masked_as_one_span() -> None:
 def test_regex_metacharacters_are_literal(redactor: Redactor) -> None:
     assert redactor.redact_text("ps?(w)") == "ps?(w)"
     assert redactor.redact_text(f"<{REGEX}>") == f"<{MASK}>"
+
+
+def test_contains_finds_a_secret_anywhere(redactor: Redactor) -> None:
+    assert redactor.contains({"outputs": [{"url": f"https://u:{QUOTES}@h"}]})
+    assert redactor.contains({UMLAUT: 1})
+    assert not redactor.contains({"outputs": [{"url": "https://h"}], "n": 1, "p": Path("/x")})
+
+
+def test_redact_file_masks_a_log_another_tool_wrote(tmp_path: Path) -> None:
+    log = tmp_path / "pytest.log"
+    log.write_text("E   AssertionError: token grüße-aus-köln-file\n")
+    log.chmod(0o640)
+    resolve_secret_value = "grüße-aus-köln-file"
+    REDACTOR.add(resolve_secret_value)
+    redact_file(log)
+    assert log.read_text() == f"E   AssertionError: token {MASK}\n"
+    assert log.stat().st_mode & 0o777 == 0o640
 
 
 def test_nothing_registered_is_a_no_op() -> None:
