@@ -1,6 +1,7 @@
 """The run folder ``artifacts/<lab>/<run-id>/``: resolved lab, plan, events, log, timings, summary.
 
-Everything written here passes through the secret redactor first.
+Everything written here is redacted before it is serialised (:func:`deploy.secrets.redact`
+on the data, :func:`deploy.secrets.redact_text` on text and on every formatted log line).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import secrets as _random
 import threading
 import time
 from collections import defaultdict
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.secrets import REDACTOR
-from deploy.state import atomic_write
+from deploy.atomic import atomic_write
+from deploy.secrets import RedactingFormatter, redact, redact_text
 
 
 def new_run_id() -> str:
@@ -24,14 +24,6 @@ def new_run_id() -> str:
     now = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
     return f"{stamp}-{_random.token_hex(2)}"
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    return str(value)
 
 
 class RunArtifacts:
@@ -46,14 +38,14 @@ class RunArtifacts:
         self.stage_seconds: dict[str, float] = defaultdict(float)
 
     def write_json(self, name: str, data: Any) -> Path:
-        text = REDACTOR(json.dumps(data, indent=2, sort_keys=True, default=_jsonable))
+        text = json.dumps(redact(data), indent=2, sort_keys=True)
         path = self.dir / name
         atomic_write(path, text.encode(), 0o644)
         return path
 
     def write_text(self, name: str, text: str, mode: int = 0o644) -> Path:
         path = self.dir / name
-        atomic_write(path, REDACTOR(text).encode(), mode)
+        atomic_write(path, redact_text(text).encode(), mode)
         return path
 
     def event(self, event: dict[str, Any]) -> None:
@@ -61,14 +53,13 @@ class RunArtifacts:
         if event.get("event") == "step" and "seconds" in event:
             self.stage_seconds[str(event.get("stage"))] += float(event["seconds"])
         with self._lock:
-            self._events.write(REDACTOR(json.dumps(record, default=str)) + "\n")
+            self._events.write(json.dumps(redact(record)) + "\n")
             self._events.flush()
 
     def attach_log(self) -> None:
         """Send the ``deploy`` logger (tracebacks included) to run.log, redacted."""
         handler = logging.FileHandler(self.dir / "run.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
-        handler.addFilter(_redact_record)
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
         logger = logging.getLogger("deploy")
         logger.setLevel(logging.DEBUG)
         logger.addHandler(handler)
@@ -81,11 +72,3 @@ class RunArtifacts:
         with self._lock:
             self._events.close()
 
-
-def _redact_record(record: logging.LogRecord) -> bool:
-    record.msg = REDACTOR(record.getMessage())
-    record.args = ()
-    if record.exc_info:
-        record.exc_text = REDACTOR(logging.Formatter().formatException(record.exc_info))
-        record.exc_info = None
-    return True

@@ -3,19 +3,21 @@
 Layout (default ``.labdeploy/<lab>/`` beside the lab file)::
 
     state.json      resources (input hash, status, outputs) and the last runs
-    lock            holder pid, host and start time while a run holds the lab
+    lock            flock'ed while a run holds the lab; holds its pid, host, start and command
     id_ed25519      the lab's SSH key pair (written 0600 by the ssh module)
     known_hosts.json host keys recorded on first contact
 
-Writes are atomic (temp file, fsync, rename, fsync of the folder), so a run killed at any
-instant leaves either the old or the new state, never a torn one. State never holds a
-secret: callers store only references and outputs that are not secret.
+Writes are atomic (:func:`deploy.atomic.atomic_write`: temp file, fsync, rename, fsync of
+the folder), so a run killed at any instant leaves either the old or the new state, never a
+torn one; the temp file a killed save leaves is removed by the next save. State never holds
+a secret: callers store only references and outputs that are not secret, and
+:func:`deploy.secrets.redact` masks any resolved value on the way out as a backstop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
+import fcntl
 import json
 import os
 import socket
@@ -25,7 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.atomic import atomic_write, remove_stale_temps
 from deploy.errors import StateError
+
+__all__ = ["LabState", "LockInfo", "ResourceRecord", "RunRecord", "StateStore", "atomic_write"]
 
 STATE_VERSION = 1
 MAX_RUNS = 50
@@ -74,24 +79,6 @@ class LabState:
                    runs=[RunRecord(**r) for r in data.get("runs", [])])
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @dataclass(frozen=True)
 class LockInfo:
     pid: int
@@ -127,73 +114,83 @@ class StateStore:
         return LabState.from_json(data)
 
     def save(self, state: LabState) -> None:
-        """Write the state atomically; any resolved secret value is masked on the way out."""
-        from deploy.secrets import REDACTOR
+        """Write the state atomically, every resolved secret value masked before serialising.
 
-        atomic_write(self.path, REDACTOR(json.dumps(state.to_json(), indent=1, sort_keys=True)).encode())
+        Temporary files of earlier writers killed mid-save (SIGKILL leaves them behind) are
+        removed first; callers save under :meth:`locked`, so no live writer owns them.
+        """
+        from deploy.secrets import redact
+
+        remove_stale_temps(self.path)
+        atomic_write(self.path, json.dumps(redact(state.to_json()), indent=1, sort_keys=True).encode())
 
     @contextlib.contextmanager
     def locked(self, command: str) -> Iterator[LockInfo]:
-        """Hold the lab's lock; a lock left by a dead process on this host is taken over."""
+        """Hold the lab's lock (``flock`` on the lock file) for the block.
+
+        The kernel releases a flock when its holder dies, however it dies, so there is no stale
+        lock to break. The lock file is never unlinked (a contender that unlinked it would let a
+        third process lock a new inode beside the holder's); the holder writes its pid, host,
+        start and command into it after acquiring, and truncates it before releasing.
+        """
         info = LockInfo(os.getpid(), socket.gethostname(), time.time(), command)
-        self._acquire(info)
+        fd = self._acquire()
         try:
+            _write_holder(fd, info)
+            remove_stale_temps(self.path)
             yield info
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.lock_path.unlink()
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # releases the flock
 
     def holder(self) -> LockInfo | None:
+        """Who holds the lock now, or ``None`` when nobody does."""
         try:
-            return LockInfo(**json.loads(self.lock_path.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
             return None
-
-    def _acquire(self, info: LockInfo) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):
+        try:
             try:
-                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                self._break_stale_lock()
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(info), handle)
-            return
-        holder = self.holder()
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_holder(fd)
+            return None  # nobody holds it: what the file says is left over from a dead holder
+        finally:
+            os.close(fd)  # also drops the probe's shared lock
+
+    def _acquire(self) -> int:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open the lock file {self.lock_path}: {exc.strerror}",
+                             hint="the state folder must be writable by the user running deploy") from None
+        for attempt in range(_ATTEMPTS):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if attempt + 1 < _ATTEMPTS:  # a holder() probe holds a shared lock for microseconds
+                    time.sleep(0.005)
+        holder = _read_holder(fd)
+        os.close(fd)
         raise StateError(f"lab {self.lab} is locked by {holder.describe() if holder else 'another run'}",
-                         hint=f"wait for that run to end; if it is gone, remove {self.lock_path}")
-
-    def _break_stale_lock(self) -> None:
-        holder = self.holder()
-        if holder is None:
-            if time.time() - _mtime(self.lock_path) > 5:  # unreadable and old: a torn write
-                _unlink(self.lock_path)
-            else:
-                time.sleep(0.1)
-            return
-        if holder.host == socket.gethostname() and not _alive(holder.pid):
-            _unlink(self.lock_path)
-            return
-        raise StateError(f"lab {self.lab} is locked by {holder.describe()}",
-                         hint=f"wait for that run to end; if it is gone, remove {self.lock_path}")
+                         hint=f"wait for that run to end (the lock in {self.lock_path} is released "
+                              "when its holder exits, even if killed)")
 
 
-def _alive(pid: int) -> bool:
+_ATTEMPTS = 3
+
+
+def _write_holder(fd: int, info: LockInfo) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(asdict(info)).encode(), 0)
+
+
+def _read_holder(fd: int) -> LockInfo | None:
     try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return time.time()
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        data = json.loads(os.pread(fd, 64 * 1024, 0) or b"null")
+        return LockInfo(**data) if isinstance(data, dict) else None
+    except (OSError, ValueError, TypeError):
+        return None

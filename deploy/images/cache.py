@@ -14,11 +14,12 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from deploy.atomic import atomic_output as _atomic_output
+from deploy.atomic import remove_stale_temps
 from deploy.errors import ConfigError
 
 ENV_CACHE_DIR = "LABDEPLOY_CACHE_DIR"
@@ -81,13 +82,11 @@ def entry_lock(cache_dir: Path, name: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_output(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it onto ``final`` when the block succeeds."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    """Yield a temporary path beside ``final``; it becomes ``final`` (0644) when the block succeeds.
+
+    Call it under :func:`entry_lock`: temporary images left by builds killed earlier (their pid
+    is dead) are removed first, so a SIGKILLed build does not leave gigabytes behind.
+    """
+    remove_stale_temps(final)
+    with _atomic_output(final, 0o644) as tmp:
         yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pycdlib
 
+from deploy.atomic import atomic_write
 from deploy.errors import ConfigError
 
 # Fixed timestamp written into every seed (2024-01-01T00:00:00Z) so the ISO is reproducible.
@@ -131,10 +132,7 @@ def build_seed_iso(
     }
     if network_config is not None:
         files["network-config"] = network_config
-    data = _iso_bytes(files)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write(path, _iso_bytes(files), 0o644)
     return path
 
 

@@ -1,14 +1,34 @@
-"""Reports of a verify run: JUnit XML, a self-contained HTML page and JSON."""
+"""Reports of a verify run: JUnit XML, a self-contained HTML page and JSON.
+
+Every text of a result (name, node, failure, reproduction) is redacted before it is escaped
+for XML or HTML or serialised to JSON, so a resolved secret quoted in a check's output never
+reaches a report in any spelling.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+from deploy.atomic import atomic_write
+from deploy.secrets import redact_text
 from deploy.verify.model import LAYERS, CheckResult, VerifyReport
+
+
+def redacted(report: VerifyReport) -> VerifyReport:
+    """A copy of ``report`` whose results carry no registered secret in any text field."""
+    return dataclasses.replace(report, results=[_redacted_result(r) for r in report.results])
+
+
+def _redacted_result(result: CheckResult) -> CheckResult:
+    changes: dict[str, Any] = {f.name: redact_text(value) for f in dataclasses.fields(result)
+               if isinstance(value := getattr(result, f.name), str)}
+    return dataclasses.replace(result, **changes)
 
 
 def by_layer(results: list[CheckResult]) -> dict[str, list[CheckResult]]:
@@ -29,6 +49,7 @@ def _failure_body(result: CheckResult) -> str:
 
 def junit_xml(report: VerifyReport) -> str:
     """JUnit XML: one testsuite per layer, one testcase per check and node."""
+    report = redacted(report)
     root = ET.Element(
         "testsuites",
         name="labdeploy verify",
@@ -89,6 +110,8 @@ pre{white-space:pre-wrap;margin:0;font-size:.9em} .summary span{margin-right:1.5
 
 def html_report(report: VerifyReport, title: str = "labdeploy verify") -> str:
     """A single HTML page with inline CSS: summary, then per layer a table by node with timings."""
+    report = redacted(report)
+    title = redact_text(title)
     esc = html.escape
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
@@ -121,6 +144,7 @@ def html_report(report: VerifyReport, title: str = "labdeploy verify") -> str:
 
 
 def json_report(report: VerifyReport) -> str:
+    report = redacted(report)
     return (
         json.dumps(
             {
@@ -150,5 +174,4 @@ def write_reports(
         (report.html, html_report(report)),
         (report.json, json_report(report)),
     ):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        atomic_write(path, redact_text(text).encode("utf-8"), 0o644)
