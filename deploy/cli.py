@@ -112,16 +112,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(exc: LabError, args: argparse.Namespace) -> None:
+    """Print the error (secret values masked: a provider's message may quote what it was given)."""
+    from deploy.secrets import redact, redact_text
+
+    message, hint = redact_text(exc.message), redact_text(exc.hint)
     if getattr(args, "output", "text") == "json":
         problems = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else []
-        out.print_json(json.dumps({"error": type(exc).__name__, "message": exc.message, "hint": exc.hint,
-                                   "problems": problems}))
+        out.print_json(json.dumps(redact({"error": type(exc).__name__, "message": message, "hint": hint,
+                                          "problems": problems})))
     else:
-        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", markup=True, highlight=False)
-        if exc.hint:
-            err.print(f"  fix: {exc.hint}", markup=False)
+        err.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True, highlight=False)
+        if hint:
+            err.print(f"  fix: {hint}", markup=False)
     if getattr(args, "debug", False):
-        err.print("".join(traceback.format_exception(exc)), markup=False)
+        err.print(redact_text("".join(traceback.format_exception(exc))), markup=False)
 
 
 def _session(args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -254,6 +258,9 @@ class _Progress:
         self.lock = threading.Lock()
 
     def event(self, event: dict[str, Any]) -> None:
+        from deploy.secrets import redact
+
+        event = redact(event)
         with self.lock:
             if self.output == "json":
                 out.print(json.dumps(event, default=str), markup=False, highlight=False)

@@ -147,9 +147,17 @@ run_configure: Executor = _configure
 
 
 def execute(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
+    """Run one batch; outputs that would carry a resolved secret are kept only masked."""
+    from deploy.secrets import contains_secret, redact
+
     log.info("applying %s", ", ".join(r.id for r in batch))
     executor: Executor = stage_of(batch[0].kind).executor()
-    return executor(batch, ctx)
+    results = executor(batch, ctx)
+    for key, outputs in results.items():
+        if not isinstance(outputs, LabError) and contains_secret(outputs):
+            log.warning("%s: the provider returned a secret value in its outputs; only a masked copy is kept", key)
+            results[key] = redact(outputs)
+    return results
 
 
 # --- teardown ------------------------------------------------------------------------------

@@ -127,6 +127,9 @@ def _run_pytest(plugin: LabPlugin, user_files: list[Path], out_dir: Path) -> Non
             contextlib.redirect_stderr(log),
         ):
             code = pytest.main(args, plugins=[plugin])
+        from deploy.secrets import redact_file
+
+        redact_file(out_dir / "pytest.log")  # user checks may print what they read on a node
     if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         raise VerificationError(
             f"the verification run itself failed (pytest exit code {int(code)})",
