@@ -41,7 +41,7 @@ class Implied:
         lines = [f"provider {name}: {_flow(_shown(lab.providers[name].model_dump()))}" for name in self.providers]
         lines += [f"network {name}: {_flow(lab.networks[name].model_dump(exclude_defaults=True))}"
                   for name in self.networks]
-        lines += [f"image {name}: {_flow(lab.images[name].model_dump(exclude_defaults=True))}"
+        lines += [f"image {name}: {_flow(lab.images[name].model_dump())}"
                   for name in self.images]
         return lines
 
