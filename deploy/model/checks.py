@@ -180,7 +180,9 @@ def check_reachable(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Proble
 
 
 def _user_network(resolved: ResolvedLab, provider: str) -> str:
-    return next((n.name for n in resolved.networks.values() if n.mode == "user" and n.provider == provider), MGMT)
+    """The provider's user-mode network, or a free name for one (as the implied network is named)."""
+    own = (n.name for n in resolved.networks.values() if n.mode == "user" and n.provider == provider)
+    return next(own, MGMT if MGMT not in resolved.networks else f"{provider}-{MGMT}")
 
 
 def _selectors(resolved: ResolvedLab) -> set[str]:

@@ -108,6 +108,14 @@ def test_unreachable_hint_defines_mgmt_when_the_lab_has_no_user_network(tmp_path
     assert problem.location.line == 12
 
 
+def test_unreachable_hint_never_suggests_a_network_that_is_not_user_mode(tmp_path: Path) -> None:
+    text = HEAD.replace("  mgmt: {provider: local, mode: user}\n", "  mgmt: {provider: local, mode: nat, "
+                        "cidr: 10.30.0.0/24}\n")
+    problem = only(tmp_path, text + "nodes:\n  n1: {networks: [mgmt]}\n")
+    assert problem.hint == ("add a user-mode network, e.g. networks: [local-mgmt, mgmt], with networks: "
+                            "{local-mgmt: {provider: local, mode: user}}")
+
+
 def test_bridge_only_node_is_unreachable_too(tmp_path: Path) -> None:
     text = HEAD.replace("defaults: {image: deb}\n", "  br: {provider: local, mode: bridge, bridge: br0}\n")
     problem = only(tmp_path, text + "defaults: {image: deb, networks: [br]}\ngroups:\n  g: {}\n")
