@@ -23,6 +23,7 @@ from deploy.plan import make_plan
 from deploy.state import LabState
 
 TARGET_1000 = 1.0
+ROLES = ("base", "containerd", "kvm-host")  # roles the engine knows (validate rejects others)
 
 
 def lab_text(nodes: int) -> str:
@@ -45,15 +46,15 @@ def lab_text(nodes: int) -> str:
         count = min(50, left)
         if groups % 4 == 0:
             ip = f"10.{64 + fixed // 65536}.{fixed // 256 % 256}.{fixed % 256}"
-            lines.append(f"  g{groups}: {{count: {count}, roles: [r{groups % 3}], memory: 4GiB, "
+            lines.append(f"  g{groups}: {{count: {count}, roles: [{ROLES[groups % 3]}], memory: 4GiB, "
                          f"networks: [mgmt, {{network: labnet, ip: {ip}}}, storage]}}")
             fixed += count + 5
         else:
-            lines.append(f"  g{groups}: {{count: {count}, roles: [r{groups % 3}]}}")
+            lines.append(f"  g{groups}: {{count: {count}, roles: [{ROLES[groups % 3]}]}}")
         groups, left = groups + 1, left - count
     lines.append("nodes:")
     lines += [f"  g{g}-1: {{cpus: 4}}" for g in range(0, groups, 7)]
-    lines += ["ansible: [{hosts: all, roles: [baseline]}, {hosts: r0, roles: [extra]}]",
+    lines += ["ansible: [{hosts: all, roles: [baseline]}, {hosts: base, roles: [extra]}]",
               "verify:", "  - {name: up, hosts: all, run: 'true'}"]
     return "\n".join(lines) + "\n"
 

@@ -142,25 +142,39 @@ def _request(args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from deploy.model import open_lab
 
     _, resolved = open_lab(args.lab)
     if args.output != "json":
         for line in _not_yet(args):
             err.print(f"[yellow]note:[/yellow] {escape(line)}", markup=True, highlight=False)
+    implied = resolved.implied
     if args.output == "json":
         out.print_json(json.dumps({"lab": resolved.name, "valid": True,
-                                   "nodes": {k: v.__dict__ for k, v in resolved.nodes.items()}}, default=str))
-    elif args.resolved:
+                                   "nodes": {k: asdict(v) for k, v in resolved.nodes.items()},
+                                   "implied": asdict(implied)}, default=str))
+        return 0
+    if args.resolved:
+        def mark(name: str, names: tuple[str, ...]) -> str:
+            return f"{name} (implied)" if name in names else name
+
         table = Table("node", "provider", "image", "cpus", "memory", "disk", "networks", "roles")
         for n in resolved.nodes.values():
-            nics = ", ".join(f"{c.network}{'=' + c.ip if c.ip else ''}" for c in n.nics)
-            table.add_row(n.name, n.provider, n.image or "-", str(n.cpus), f"{n.memory_mib}MiB",
-                          f"{n.disk_gib}GiB", nics, ", ".join(n.roles))
+            nics = ", ".join(mark(f"{c.network}{'=' + c.ip if c.ip else ''}", implied.networks) for c in n.nics)
+            table.add_row(n.name, mark(n.provider, implied.providers), mark(n.image, implied.images) or "-",
+                          str(n.cpus), f"{n.memory_mib}MiB", f"{n.disk_gib}GiB", nics, ", ".join(n.roles))
         out.print(table)
-    else:
-        out.print(f"{args.lab}: lab {resolved.name} is valid ({len(resolved.nodes)} nodes, "
-                  f"{len(resolved.networks)} networks)")
+        for line in implied.describe(resolved.lab):
+            out.print(f"implied {line}", markup=False)
+        return 0
+    out.print(f"{args.lab}: lab {resolved.name} is valid ({len(resolved.nodes)} nodes, "
+              f"{len(resolved.networks)} networks)", markup=False)
+    names = [f"provider {p}" for p in implied.providers] + [f"network {n}" for n in implied.networks]
+    names += [f"image {i}" for i in implied.images]
+    if names:
+        out.print(f"implied: {', '.join(names)} (see --resolved)", markup=False)
     return 0
 
 

@@ -33,9 +33,10 @@ def runtimes(resolved: ResolvedLab) -> tuple[str, ...]:
 
 
 def configure_settings(resolved: ResolvedLab) -> ConfigureSettings:
+    """Every lab field the configure stage reads: mirrors (and checksums), kubernetes, system."""
     lab = resolved.lab
     hosts = {n.name: addr for n in resolved.nodes.values() if (addr := lab_address(n))}
-    k8s = lab.kubernetes
+    k8s, system = lab.kubernetes, lab.system
     return ConfigureSettings(
         hosts=hosts,
         mirrors_apt=lab.mirrors.apt,
@@ -43,9 +44,20 @@ def configure_settings(resolved: ResolvedLab) -> ConfigureSettings:
         mirrors_files=lab.mirrors.files,
         runtimes=runtimes(resolved),
         kubernetes_version=k8s.version if k8s else None,
-        kubernetes_apt_repo=k8s.apt_repo if k8s else None,
-        domain=resolved.name,
+        kubernetes_apt_repo=k8s.apt.repo if k8s else None,
+        kubernetes_apt_key=_with_minor(k8s.apt.key, k8s.version) if k8s else None,
+        file_checksums={name: sha.lower() for name, sha in lab.mirrors.checksums.items()},
+        timezone=system.timezone,
+        ntp_servers=tuple(system.ntp),
+        extra_packages=tuple(system.packages),
+        domain=system.domain or resolved.name,
     )
+
+
+def _with_minor(template: str | None, version: str) -> str | None:
+    """``{version}`` in a URL becomes the Kubernetes minor (1.31 of 1.31.2), as in the repo line."""
+    minor = ".".join(version.split(".")[:2])
+    return template.replace("{version}", minor) if template else None
 
 
 def endpoint(outputs: dict[str, Any]) -> SshEndpoint:

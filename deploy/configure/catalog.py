@@ -1,13 +1,60 @@
-"""What each container runtime needs on a node: Debian packages, files, a containerd handler.
+"""Pure data the lab checks and the configure deploys share: the roles a node can have, and
+what each container runtime needs (Debian packages, files, a containerd handler).
 
-One table, read by ``settings.validate_settings`` (before any side effect) and by the
-``runtimes`` and ``containerd`` deploys. Runtimes with no Debian package (gVisor, Kata, the
-runwasi shims) come from the lab's files mirror and are checked against sha256 sums.
+This module imports nothing but the standard library, so ``deploy.model.checks`` reads the
+same tables as the deploys (one place for the known roles and the runtime files). Runtimes
+with no Debian package (gVisor, Kata, the runwasi shims) come from the lab's files mirror and
+are checked against the sha256 sums the lab gives in ``mirrors.checksums``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+# --- roles ---------------------------------------------------------------------------------
+
+STEP_ORDER: tuple[str, ...] = ("base", "runtimes", "containerd", "k8s_node", "kvm_host")
+_K8S_STEPS = ("base", "runtimes", "containerd", "k8s_node")
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role a node can name in ``roles:``, the configure steps it runs and who else reads it."""
+
+    name: str
+    steps: tuple[str, ...] = ()  # configure deploy steps (run once each, in STEP_ORDER)
+    used_by: str = "configure"  # the stages that act on the role
+    needs_kubernetes: bool = False  # the lab must have a kubernetes: section
+
+
+ROLES: dict[str, Role] = {role.name: role for role in (
+    Role("base", ("base",)),
+    Role("runtimes", ("runtimes",)),
+    Role("containerd", ("runtimes", "containerd")),
+    Role("k8s-node", _K8S_STEPS, needs_kubernetes=True),
+    Role("k8s-control-plane", _K8S_STEPS, "configure, cluster (kubeadm init)", needs_kubernetes=True),
+    Role("k8s-worker", _K8S_STEPS, "configure, cluster (kubeadm join)", needs_kubernetes=True),
+    Role("kvm-host", ("base", "kvm_host")),
+    Role("esxi-host", (), "machines (nested ESXi on vSphere)"),
+)}
+
+# Role -> the deploy steps it needs; roles without steps are left to later stages.
+ROLE_DEPLOYS: dict[str, tuple[str, ...]] = {name: role.steps for name, role in ROLES.items() if role.steps}
+
+
+def known_roles(extra: Iterable[str] = ()) -> list[str]:
+    """Every role a node may name: the table above plus ``extra`` (e.g. Ansible role paths)."""
+    return sorted({*ROLES, *extra})
+
+
+def steps_for_roles(roles: Iterable[str]) -> list[str]:
+    """The deploy steps of ``roles`` in execution order; unknown roles contribute none."""
+    wanted = {step for role in roles for step in ROLE_DEPLOYS.get(role, ())}
+    return [step for step in STEP_ORDER if step in wanted]
+
+
+# --- runtimes ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -96,6 +143,17 @@ def uses_files(spec: RuntimeSpec, checksums: dict[str, str]) -> bool:
     if spec.optional_files:
         return all(f.name in checksums for f in spec.files)
     return True
+
+
+def needed_files(runtimes: Iterable[str], checksums: dict[str, str]) -> list[tuple[str, MirrorFile]]:
+    """(runtime, file) for every mirror file the runtimes fetch; unknown runtimes are skipped."""
+    return [(name, item) for name in runtimes if name in RUNTIMES
+            for item in RUNTIMES[name].files if uses_files(RUNTIMES[name], checksums)]
+
+
+def mirror_file_names() -> list[str]:
+    """Every file name a runtime can fetch from ``mirrors.files``."""
+    return sorted({item.name for spec in RUNTIMES.values() for item in spec.files})
 
 
 def handlers_for(runtimes: tuple[str, ...], checksums: dict[str, str]) -> list[Handler]:

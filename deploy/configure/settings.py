@@ -1,4 +1,9 @@
-"""What the configure deploys need from the lab, and the checks made before any side effect."""
+"""What the configure deploys need from the lab, and the driver's own guard before any side effect.
+
+A lab is checked earlier, at ``deploy validate``, by :mod:`deploy.model.checks` (each problem with
+its line); :func:`validate_settings` repeats the same rules, from the same catalog tables, for
+settings built without a lab file (tests, library callers), so configure never starts halfway.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from deploy.configure.catalog import RUNTIMES, runtime, uses_files
+from deploy.configure.catalog import RUNTIMES, runtime, steps_for_roles, uses_files
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _K8S_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
@@ -22,19 +27,17 @@ class ConfigureSettings:
     mirrors_files: str | None = None
     runtimes: tuple[str, ...] = ("runc",)
     kubernetes_version: str | None = None
-    kubernetes_apt_repo: str | None = None  # a deb line's URI + suite, e.g. "https://m/core:/stable:/v1.31/deb/ /"
-    kubernetes_apt_key: str | None = None  # URL of the repository's signing key (ASCII armoured)
-    file_checksums: dict[str, str] = field(default_factory=dict)  # mirror file name -> sha256
-    timezone: str | None = None
-    ntp_servers: tuple[str, ...] = ()  # empty: time sync is left as the image has it
-    extra_packages: tuple[str, ...] = ()  # Debian packages for every node with a runtime role
-    domain: str | None = None  # DNS domain appended to node names in /etc/hosts
+    kubernetes_apt_repo: str | None = None  # lab: kubernetes.apt.repo, e.g. "https://m/core:/stable:/v{version}/deb/ /"
+    kubernetes_apt_key: str | None = None  # lab: kubernetes.apt.key, URL of the signing key (ASCII armoured)
+    file_checksums: dict[str, str] = field(default_factory=dict)  # lab: mirrors.checksums, file name -> sha256
+    timezone: str | None = None  # lab: system.timezone (step base)
+    ntp_servers: tuple[str, ...] = ()  # lab: system.ntp; empty: time sync is left as the image has it
+    extra_packages: tuple[str, ...] = ()  # lab: system.packages; installed by the runtimes step
+    domain: str | None = None  # lab: system.domain (default the lab name); appended in /etc/hosts
 
 
 def validate_settings(settings: ConfigureSettings, roles_by_node: Mapping[str, tuple[str, ...]]) -> list[str]:
     """Every problem that would make the configure stage fail halfway, found before it starts."""
-    from deploy.configure.deploys import steps_for_roles
-
     steps = {step for roles in roles_by_node.values() for step in steps_for_roles(roles)}
     problems = _check_mirrors(settings)
     if "runtimes" in steps or "containerd" in steps:
@@ -82,7 +85,7 @@ def _check_runtime_files(settings: ConfigureSettings, name: str) -> list[str]:
         if not _SHA256.match(checksum):
             problems.append(
                 f"runtime {name!r} needs the sha256 of {item.name!r} (64 lowercase hex digits), "
-                f"got {checksum or 'none'}; add it to the file checksums"
+                f"got {checksum or 'none'}; add it to mirrors.checksums"
             )
     return problems
 
@@ -95,6 +98,6 @@ def _check_kubernetes(settings: ConfigureSettings) -> list[str]:
     if not settings.kubernetes_apt_repo:
         problems.append(
             "role k8s-node needs an apt repository with kubeadm/kubelet/kubectl "
-            "(kubernetes apt repo); set it to your mirror of pkgs.k8s.io"
+            "(kubernetes.apt.repo); set it to pkgs.k8s.io or your mirror of it"
         )
     return problems

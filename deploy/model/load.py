@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def load_lab(path: Path) -> LoadedLab:
 
 def validate_data(data: Any, positions: Positions) -> Lab:
     if not isinstance(data, dict):
-        hint = "a lab file is a YAML mapping that starts with `name:` and `providers:`"
+        hint = "a lab file is a YAML mapping that starts with `name:` (and `nodes:` or `groups:`)"
         seen = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError([Problem(f"the lab file is {seen}, not a mapping", Location(positions.file, 1, 1),
                                    hint)])
@@ -190,12 +191,20 @@ def _hint(err: Any) -> str:
 def _unknown_key(path: PathKey, data: Any, positions: Positions) -> Problem:
     key = str(path[-1])
     valid = sorted(_valid_keys(path[:-1], data))
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    where = format_path(path[:-1])
-    line = positions.at.get(path, (None, None))[0]
-    message = f"unknown key {key!r} at {where}" + (f" (line {line})" if line else "")
-    message += f": did you mean {close[0]!r}?" if close else ""
+    message = unknown_name("key", key, path, positions) + did_you_mean(key, valid)
     return Problem(message, positions.locate(path), f"valid keys here: {', '.join(valid)}")
+
+
+def unknown_name(what: str, name: str, path: PathKey, positions: Positions) -> str:
+    """``unknown key 'memroy' at groups.workers (line 21)``: ``path`` ends at the name itself."""
+    line = positions.at.get(path, (None, None))[0]
+    return f"unknown {what} {name!r} at {format_path(path[:-1])}" + (f" (line {line})" if line else "")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``: did you mean 'memory'?`` for the nearest of ``choices``, or nothing when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f": did you mean {close[0]!r}?" if close else ""
 
 
 def _valid_keys(path: PathKey, data: Any) -> list[str]:

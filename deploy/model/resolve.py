@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.model.implied import Implied, fill_nodes
 from deploy.model.resolved import GpuDevice, Nic, PortForward, ResolvedImage, ResolvedNetwork, ResolvedNode
 from deploy.model.schema import AnyProvider, GroupSpec, ImageSpec, Lab, NetworkSpec, NodeSpec
 
@@ -34,6 +35,8 @@ class ResolvedLab:
     nodes: dict[str, ResolvedNode]
     ttl_seconds: int
     sources: dict[str, tuple[str | int, ...]] = field(default_factory=dict)  # node -> YAML path
+    implied: Implied = field(default_factory=Implied)  # what the file left out and resolution added
+    written: Lab | None = None  # the lab as the file wrote it (``lab`` has the implied entries)
 
     def nodes_of(self, selector: str) -> list[ResolvedNode]:
         """Nodes named by a group, a node name, a role, or ``all``."""
@@ -75,14 +78,15 @@ def _is_group_member(name: str, lab: Lab) -> bool:
     return bool(match and match.group("group") in lab.groups)
 
 
-def resolve(lab: Lab) -> ResolvedLab:
+def resolve(written: Lab) -> ResolvedLab:
+    specs = node_specs(written)
+    fields = {name: layered(*layers) for name, (_, _, layers, _) in specs.items()}
+    lab, implied = fill_nodes(written, fields)
     nodes: dict[str, ResolvedNode] = {}
-    sources: dict[str, tuple[str | int, ...]] = {}
-    for name, (group, index, layers, path) in node_specs(lab).items():
+    for name, (group, index, _, _) in specs.items():
         own = lab.nodes.get(name)
         literal = own is not None and "networks" in own.model_fields_set  # the node's own fixed IPs
-        nodes[name] = _node(lab, name, (group, index), 0 if literal else index - 1, layered(*layers))
-        sources[name] = path
+        nodes[name] = _node(lab, name, (group, index), 0 if literal else index - 1, fields[name])
     nodes = assign_addresses(lab, nodes)
     return ResolvedLab(
         name=lab.name,
@@ -92,7 +96,9 @@ def resolve(lab: Lab) -> ResolvedLab:
         networks={k: _network(lab, k, v, nodes) for k, v in lab.networks.items()},
         nodes=nodes,
         ttl_seconds=lab.ttl,
-        sources=sources,
+        sources={name: path for name, (_, _, _, path) in specs.items()},
+        implied=implied,
+        written=written,
     )
 
 
@@ -100,13 +106,12 @@ def _node(lab: Lab, name: str, place: tuple[str | None, int], ip_offset: int,
           fields: dict[str, Any]) -> ResolvedNode:
     """``ip_offset`` moves group-level fixed IPs along the group (first node's address, then +1)."""
     group, index = place
-    provider = fields["provider"] or _only(lab.providers)
     image = fields["image"] or ""
     return ResolvedNode(
         name=name,
         group=group,
         index=index,
-        provider=provider,
+        provider=fields["provider"],
         image=image,
         cpus=fields["cpus"],
         memory_mib=fields["memory"] // 2**20,
@@ -201,5 +206,5 @@ def _network(lab: Lab, name: str, spec: NetworkSpec, nodes: dict[str, ResolvedNo
         dhcp=spec.dhcp,
         bridge=spec.bridge,
         reservations=reservations,
-        domain=spec.domain or lab.name,
+        domain=spec.domain or lab.system.domain or lab.name,
     )

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from deploy.model.schema_kubernetes import KubernetesSpec, Runtime
+from deploy.model.strict import Strict
+
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits and dashes")]
 
@@ -46,10 +49,6 @@ def parse_duration(value: object) -> int:
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration), Field(json_schema_extra={"type": "string"})]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- secrets -------------------------------------------------------------------------------
@@ -198,7 +197,8 @@ class NetworkSpec(Strict):
     cidr: str | None = None
     dhcp: bool = True
     bridge: str | None = Field(None, description="host bridge to attach to (mode bridge)")
-    domain: str | None = Field(None, description="DNS domain for node names (default: the lab name)")
+    domain: str | None = Field(
+        None, description="DNS domain for node names (default: system.domain, else the lab name)")
 
     @field_validator("cidr")
     @classmethod
@@ -301,58 +301,6 @@ class GroupSpec(NodeSpec):
     addresses: list[str] | None = Field(None, description="existing hosts: one address per node")
 
 
-# --- kubernetes ----------------------------------------------------------------------------
-
-
-class CiliumSpec(Strict):
-    version: str
-    kube_proxy_replacement: bool = False
-    hubble: bool = False
-
-
-class CniSpec(Strict):
-    cilium: CiliumSpec | None = None
-
-
-class IstioSpec(Strict):
-    version: str
-    mode: Literal["ambient", "sidecar"] = "sidecar"
-    mtls: Literal["STRICT", "PERMISSIVE"] = "STRICT"
-
-
-class MeshSpec(Strict):
-    istio: IstioSpec | None = None
-
-
-class GpuOperatorSpec(Strict):
-    version: str
-    driver: Literal["preinstalled", "operator"] = "preinstalled"
-    mig_strategy: Literal["none", "single", "mixed"] = "none"
-
-
-Runtime = Literal["runc", "crun", "gvisor", "kata", "wasmedge", "spin"]
-
-
-class KubernetesSpec(Strict):
-    distribution: Literal["kubeadm", "k3s"] = "kubeadm"
-    version: str = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
-    control_plane: str
-    workers: list[str] | str | None = None
-    pod_cidr: str = "10.244.0.0/16"
-    service_cidr: str = "10.96.0.0/12"
-    apt_repo: str | None = Field(None, description="apt repository for kubeadm/kubelet/kubectl")
-    cni: CniSpec | None = None
-    mesh: MeshSpec | None = None
-    runtimes: list[Runtime] = Field(default_factory=lambda: list[Runtime](["runc"]))
-    gpu_operator: GpuOperatorSpec | None = None
-
-    @property
-    def worker_groups(self) -> list[str]:
-        if self.workers is None:
-            return []
-        return [self.workers] if isinstance(self.workers, str) else list(self.workers)
-
-
 # --- ansible, verify, mirrors --------------------------------------------------------------
 
 
@@ -386,9 +334,31 @@ class VerifySpec(Strict):
 
 
 class MirrorsSpec(Strict):
-    apt: str | None = None
-    registry: str | None = None
-    files: str | None = None
+    """Where nodes fetch packages, images and files instead of the public internet."""
+
+    apt: str | None = Field(None, description="http(s) URL of a Debian mirror (replaces the nodes' apt sources)")
+    registry: str | None = Field(None, description="host[:port] of an OCI registry mirror for containerd")
+    files: str | None = Field(
+        None, description="http(s) URL of a plain file mirror holding the runtime files that have no Debian "
+        "package (gvisor: runsc, containerd-shim-runsc-v1; kata: kata-static.tar.xz; spin and wasmedge shims)")
+    checksums: dict[str, SHA256] = Field(
+        default_factory=dict, description="sha256 of each file taken from files:, by file name "
+        "(e.g. {runsc: <64 hex digits>}); every file a runtime needs must have one")
+
+
+class SystemSpec(Strict):
+    """Host settings the configure stage applies to the nodes (see each field for the roles that apply it)."""
+
+    timezone: str | None = Field(
+        None, description="IANA time zone such as Europe/Berlin (nodes with a configure role: base, kvm-host, k8s-*)")
+    ntp: list[str] = Field(
+        default_factory=list, description="NTP servers for systemd-timesyncd (nodes with base, kvm-host or k8s-*); "
+        "empty leaves time sync as the image has it")
+    packages: list[str] = Field(
+        default_factory=list, description="extra Debian packages, installed with the runtimes "
+        "(nodes with containerd, runtimes or k8s-*)")
+    domain: str | None = Field(
+        None, description="DNS domain of the node names in /etc/hosts and on lab networks (default: the lab name)")
 
 
 # --- the lab -------------------------------------------------------------------------------
@@ -397,9 +367,15 @@ class MirrorsSpec(Strict):
 class Lab(Strict):
     name: Name
     ttl: Duration = Field(86400, description="how long created resources live before the reaper may take them")
-    providers: dict[Name, ProviderSpec]
-    images: dict[Name, ImageSpec] = Field(default_factory=dict)
-    networks: dict[Name, NetworkSpec] = Field(default_factory=dict)
+    providers: dict[Name, ProviderSpec] = Field(
+        default_factory=dict,
+        description="where machines run; none named implies local: {kind: libvirt, uri: 'qemu:///system', accel: auto}")
+    images: dict[Name, ImageSpec] = Field(
+        default_factory=dict,
+        description="none named implies debian12: {build: {distro: debian, release: bookworm}} for nodes that build")
+    networks: dict[Name, NetworkSpec] = Field(
+        default_factory=dict,
+        description="a libvirt node that names none gets the provider's user-mode network (implied mgmt if none)")
     defaults: NodeSpec = Field(default_factory=NodeSpec)
     groups: dict[Name, GroupSpec] = Field(default_factory=dict)
     nodes: dict[Name, NodeSpec] = Field(default_factory=dict)
@@ -409,3 +385,4 @@ class Lab(Strict):
     ansible: list[AnsiblePlay] = Field(default_factory=list)
     verify: list[VerifySpec] = Field(default_factory=list)
     mirrors: MirrorsSpec = Field(default_factory=MirrorsSpec)
+    system: SystemSpec = Field(default_factory=SystemSpec)

@@ -32,7 +32,7 @@ def test_mirror_files_need_checksums() -> None:
     problems = validate_settings(settings, {"n1": ("containerd",)})
     assert problems == [
         "runtime 'gvisor' needs the sha256 of 'containerd-shim-runsc-v1' (64 lowercase hex digits), "
-        "got none; add it to the file checksums"
+        "got none; add it to mirrors.checksums"
     ]
 
 

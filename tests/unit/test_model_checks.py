@@ -110,8 +110,8 @@ def test_overlapping_cidrs_on_different_providers_are_fine(tmp_path: Path) -> No
 def test_duplicate_fixed_ips(tmp_path: Path) -> None:
     problem = only(tmp_path, HEAD + """defaults: {image: deb}
 groups:
-  a: {count: 1, networks: [{network: labnet, ip: 10.20.0.50}]}
-  b: {count: 1, networks: [{network: labnet, ip: 10.20.0.50}]}
+  a: {count: 1, networks: [mgmt, {network: labnet, ip: 10.20.0.50}]}
+  b: {count: 1, networks: [mgmt, {network: labnet, ip: 10.20.0.50}]}
 """)
     assert problem.message == "address 10.20.0.50 on network labnet is given to more than one node"
     assert problem.location.line == 12
@@ -121,15 +121,15 @@ groups:
 def test_group_offset_running_into_a_fixed_ip(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, HEAD + """defaults: {image: deb}
 groups:
-  a: {count: 3, networks: [{network: labnet, ip: 10.20.0.50}]}
+  a: {count: 3, networks: [mgmt, {network: labnet, ip: 10.20.0.50}]}
 nodes:
-  solo: {networks: [{network: labnet, ip: 10.20.0.52}]}
+  solo: {networks: [mgmt, {network: labnet, ip: 10.20.0.52}]}
 """)
     assert [p.message for p in problems] == ["address 10.20.0.52 on network labnet is given to more than one node"]
 
 
 def test_ip_outside_cidr(tmp_path: Path) -> None:
-    text = HEAD + "defaults: {image: deb}\nnodes:\n  n1: {networks: [{network: labnet, ip: 10.30.0.5}]}\n"
+    text = HEAD + "defaults: {image: deb}\nnodes:\n  n1: {networks: [mgmt, {network: labnet, ip: 10.30.0.5}]}\n"
     problem = only(tmp_path, text)
     assert problem.message == "node n1: address 10.30.0.5 is outside network labnet (10.20.0.0/24)"
     assert problem.location.line == 11
@@ -138,7 +138,8 @@ def test_ip_outside_cidr(tmp_path: Path) -> None:
 
 def test_address_pool_exhausted(tmp_path: Path) -> None:
     text = HEAD.replace("cidr: 10.20.0.0/24", "cidr: 10.20.0.0/28")
-    problems = problems_of(tmp_path, text + "defaults: {image: deb, networks: [labnet]}\ngroups:\n  g: {count: 8}\n")
+    text += "defaults: {image: deb, networks: [mgmt, labnet]}\ngroups:\n  g: {count: 8}\n"
+    problems = problems_of(tmp_path, text)
     # a /28 has hosts .1-.14; automatic addresses start at .10: five fit, the other three do not
     assert [p.message for p in problems] == [
         "network labnet (10.20.0.0/28) has no free address left for g-6 (and 2 more nodes)"]
@@ -186,20 +187,20 @@ def test_gpu_operator_with_a_gpu_node(tmp_path: Path) -> None:
 
 def test_gvisor_and_kata_need_a_files_mirror(tmp_path: Path) -> None:
     problem = only(tmp_path, K8S + "  control_plane: control\n  runtimes: [runc, gvisor, kata]\n")
-    assert problem.message == ("runtimes gvisor, kata have no Debian package and are fetched from "
-                               "mirrors.files")
-    assert "mirrors:" in problem.hint
+    assert problem.message == ("runtimes gvisor, kata have no Debian package: their files (runsc, containerd-shim-"
+                               "runsc-v1, kata-static.tar.xz) come from mirrors.files, which is not set")
+    assert "mirrors: {files: " in problem.hint
+    assert "checksums: {runsc: <sha256>" in problem.hint
     assert problem.location.line == 16
     assert problem.location.path == "kubernetes.runtimes"
-    valid(tmp_path, K8S + "  control_plane: control\n  runtimes: [runc, gvisor]\nmirrors: {files: 'http://f/'}\n")
 
 
 def test_verify_and_ansible_hosts_naming_nothing(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, HEAD + """defaults: {image: deb}
 groups:
-  web: {count: 1, roles: [frontend]}
+  web: {count: 1, roles: [kvm-host]}
 verify:
-  - {name: ok, hosts: frontend, run: 'true'}
+  - {name: ok, hosts: kvm-host, run: 'true'}
   - {name: bad, hosts: webs, run: 'true'}
 ansible:
   - {hosts: dbs, roles: [x]}
@@ -258,7 +259,7 @@ groups:
 def test_all_semantic_problems_reported_together(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, HEAD + """defaults: {image: nope}
 groups:
-  a: {networks: [{network: labnet, ip: 10.99.0.1}]}
+  a: {networks: [mgmt, {network: labnet, ip: 10.99.0.1}]}
   b: {provider: gone}
 verify:
   - {name: x, hosts: nobody, run: 'true'}

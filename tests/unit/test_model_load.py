@@ -93,11 +93,11 @@ def test_unknown_key_in_a_provider_uses_that_kinds_keys(tmp_path: Path) -> None:
 
 
 def test_missing_key_top_level(tmp_path: Path) -> None:
-    problem = only_problem(tmp_path, "name: lab1\n")
-    assert problem.message == "missing key 'providers'"
+    problem = only_problem(tmp_path, "nodes: {vm: {}}\n")
+    assert problem.message == "missing key 'name'"
     assert problem.location.line == 1
     assert problem.location.path == "(top level)"
-    assert "providers:" in problem.hint
+    assert "name:" in problem.hint
 
 
 def test_missing_key_nested_points_at_its_mapping(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from deploy.model import ResolvedLab, open_lab
 from deploy.model.resolve import mac_for
+from deploy.model.resolved import Nic
 
 HEAD = """name: lab1
 providers:
@@ -33,14 +34,14 @@ def ip_on(lab: ResolvedLab, node: str, network: str = "labnet") -> str | None:
 def test_node_over_group_over_defaults(tmp_path: Path) -> None:
     lab = resolve_text(tmp_path, HEAD + """defaults: {provider: local, image: deb, cpus: 2, memory: 2GiB, disk: 20GiB}
 groups:
-  workers: {count: 2, memory: 4GiB, roles: [worker]}
+  workers: {count: 2, memory: 4GiB, roles: [containerd]}
 nodes:
   workers-2: {cpus: 8, image: other}
 """)
     w1, w2 = lab.nodes["workers-1"], lab.nodes["workers-2"]
     assert (w1.cpus, w1.memory_mib, w1.disk_gib, w1.image) == (2, 4096, 20, "deb")
     assert (w2.cpus, w2.memory_mib, w2.disk_gib, w2.image) == (8, 4096, 20, "other")
-    assert w1.roles == w2.roles == ("worker",)
+    assert w1.roles == w2.roles == ("containerd",)
     assert (w1.group, w1.index, w2.index) == ("workers", 1, 2)
 
 
@@ -49,7 +50,7 @@ def test_builtin_defaults_fill_what_nobody_set(tmp_path: Path) -> None:
     node = lab.nodes["g-1"]
     assert (node.cpus, node.memory_mib, node.disk_gib) == (1, 1024, 10)
     assert node.provider == "local"  # the only provider
-    assert node.nics == ()
+    assert node.nics == (Nic("mgmt", "user", None, mac_for("lab1", "g-1", "mgmt")),)  # its user-mode network
     assert node.roles == ()
     assert node.gpus == ()
     assert node.ports == ()
@@ -77,9 +78,9 @@ groups:
 def test_node_level_literal_ip_is_taken_as_written(tmp_path: Path) -> None:
     lab = resolve_text(tmp_path, HEAD + """defaults: {image: deb}
 groups:
-  workers: {count: 3, networks: [{network: labnet, ip: 10.20.0.21}]}
+  workers: {count: 3, networks: [mgmt, {network: labnet, ip: 10.20.0.21}]}
 nodes:
-  workers-3: {networks: [{network: labnet, ip: 10.20.0.99}]}
+  workers-3: {networks: [mgmt, {network: labnet, ip: 10.20.0.99}]}
   workers-2: {cpus: 2}
 """)
     assert ip_on(lab, "workers-2") == "10.20.0.22"  # override without networks keeps the offset
@@ -87,10 +88,10 @@ nodes:
 
 
 def test_auto_addresses_start_at_ten_and_skip_fixed_ones(tmp_path: Path) -> None:
-    lab = resolve_text(tmp_path, HEAD + """defaults: {image: deb, networks: [labnet]}
+    lab = resolve_text(tmp_path, HEAD + """defaults: {image: deb, networks: [mgmt, labnet]}
 groups:
   a: {count: 2}
-  b: {count: 1, networks: [{network: labnet, ip: 10.20.0.11}]}
+  b: {count: 1, networks: [mgmt, {network: labnet, ip: 10.20.0.11}]}
 """)
     assert ip_on(lab, "b-1") == "10.20.0.11"
     assert ip_on(lab, "a-1") == "10.20.0.10"
@@ -100,7 +101,7 @@ groups:
 
 
 def test_addresses_are_deterministic(tmp_path: Path) -> None:
-    text = HEAD + "defaults: {image: deb, networks: [labnet]}\ngroups:\n  z: {count: 3}\n  a: {count: 3}\n"
+    text = HEAD + "defaults: {image: deb, networks: [mgmt, labnet]}\ngroups:\n  z: {count: 3}\n  a: {count: 3}\n"
     first = resolve_text(tmp_path, text)
     second = resolve_text(tmp_path, text)
     assert first.nodes == second.nodes
@@ -120,11 +121,11 @@ def test_standalone_nodes(tmp_path: Path) -> None:
 groups:
   web: {count: 1}
 nodes:
-  jumphost: {cpus: 1, roles: [bastion]}
+  jumphost: {cpus: 1, roles: [kvm-host]}
 """)
     assert set(lab.nodes) == {"web-1", "jumphost"}
     jump = lab.nodes["jumphost"]
-    assert (jump.group, jump.index, jump.cpus, jump.image, jump.roles) == (None, 1, 1, "deb", ("bastion",))
+    assert (jump.group, jump.index, jump.cpus, jump.image, jump.roles) == (None, 1, 1, "deb", ("kvm-host",))
     assert lab.sources["jumphost"] == ("nodes", "jumphost")
     assert lab.sources["web-1"] == ("groups", "web")
 
@@ -145,16 +146,16 @@ nodes:
 def test_nodes_of_selectors(tmp_path: Path) -> None:
     lab = resolve_text(tmp_path, HEAD + """defaults: {image: deb}
 groups:
-  control: {count: 1, roles: [k8s]}
-  workers: {count: 2, roles: [k8s, worker]}
+  control: {count: 1, roles: [base]}
+  workers: {count: 2, roles: [base, containerd]}
 nodes:
   jumphost: {}
 """)
     names = lambda sel: sorted(n.name for n in lab.nodes_of(sel))  # noqa: E731
     assert names("all") == ["control-1", "jumphost", "workers-1", "workers-2"]
     assert names("workers") == ["workers-1", "workers-2"]
-    assert names("worker") == ["workers-1", "workers-2"]
-    assert names("k8s") == ["control-1", "workers-1", "workers-2"]
+    assert names("containerd") == ["workers-1", "workers-2"]
+    assert names("base") == ["control-1", "workers-1", "workers-2"]
     assert names("jumphost") == ["jumphost"]
     assert names("workers-2") == ["workers-2"]
     assert names("nothing") == []

@@ -21,8 +21,8 @@ networks:
   labnet: {provider: local, mode: isolated, cidr: 10.20.0.0/24}
 defaults: {image: deb, networks: [mgmt, labnet]}
 groups:
-  control: {count: 1, roles: [k8s-control-plane]}
-  workers: {count: 2, roles: [k8s-worker]}
+  control: {count: 1, roles: [base]}
+  workers: {count: 2, roles: [base]}
 nodes:
   solo: {networks: [mgmt]}
 """

@@ -34,13 +34,15 @@ def labs(draw: st.DrawFn) -> dict[str, Any]:
     for name in group_names:
         count = draw(st.integers(0, 5))
         nets: list[Any] = draw(st.lists(st.sampled_from(["mgmt-u", *net_names]), max_size=3, unique=True))
+        if nets and "mgmt-u" not in nets:
+            nets.insert(0, "mgmt-u")  # a libvirt machine is reached through its user-mode NIC
         if nets and nets[-1] != "mgmt-u" and draw(st.booleans()):
             index = net_names.index(nets[-1])
             nets[-1] = {"network": nets[-1], "ip": str(ipaddress.ip_address(f"10.{index}.0.0") + next_fixed)}
             next_fixed += 6
         group: dict[str, Any] = {"count": count, "networks": nets}
         if draw(st.booleans()):
-            group["roles"] = draw(st.lists(NAMES, max_size=2))
+            group["roles"] = draw(st.lists(st.sampled_from(["base", "containerd", "kvm-host"]), max_size=2))
         if draw(st.booleans()):
             group["memory"] = f"{draw(st.integers(1, 64))}GiB"
         groups[name] = group
@@ -122,11 +124,12 @@ kubernetes:
   workers: workers
   cni: {cilium: {version: 1.17.0}}
   runtimes: [runc, gvisor]
+  apt: {repo: "http://mirror.internal/k8s/v{version}/deb/ /"}
 ansible: [{hosts: all, roles: [lab_baseline]}]
 verify:
   - {name: api ready, hosts: control, run: "true", expect: ok}
-mirrors: {files: "http://files.internal/"}
-"""
+mirrors: {files: "http://files.internal/", checksums: {runsc: "SHA_A", containerd-shim-runsc-v1: "SHA_B"}}
+""".replace("SHA_A", "a" * 64).replace("SHA_B", "b" * 64)
 
 
 @settings(max_examples=200, deadline=None)

@@ -22,8 +22,9 @@ providers:
 images:
   deb: {build: {}}
 networks:
+  mgmt: {provider: local, mode: user}
   labnet: {provider: local, mode: isolated, cidr: 10.20.0.0/24}
-defaults: {image: deb, networks: [labnet]}
+defaults: {image: deb, networks: [mgmt, labnet]}
 groups:
   web: {count: 2}
   db: {count: 1}

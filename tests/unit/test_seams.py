@@ -41,7 +41,7 @@ networks:
 defaults: {image: deb, networks: [mgmt]}
 groups:
   cp: {count: 1, roles: [k8s-control-plane]}
-kubernetes: {version: "1.31", control_plane: cp}
+kubernetes: {version: "1.31", control_plane: cp, apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
 """
 
 
@@ -115,7 +115,7 @@ def test_plan_has_no_side_effects(tmp_path: Path) -> None:
 
 
 def test_replace_and_reconfigure_requests(tmp_path: Path) -> None:
-    text = K8S.replace("kubernetes: {version: \"1.31\", control_plane: cp}\n", "").replace("k8s-control-plane", "base")
+    text = K8S.split("kubernetes:")[0].replace("k8s-control-plane", "base")
     resolved = open_lab(lab_file(tmp_path, text))[1]
     state = converged(make_plan(resolved, LabState("k8s")).resources, "k8s")
     plan = make_plan(resolved, state, request=Request(frozenset({"cp-1"})))

@@ -1,4 +1,7 @@
-"""Roles → deploy steps. A step adds pyinfra operations for one host through an ``OpSink``."""
+"""Deploy steps: each adds pyinfra operations for one host through an ``OpSink``.
+
+Which steps a role runs is the ``ROLES`` table of :mod:`deploy.configure.catalog` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta, add_op
 from pyinfra.api.state import State
 
+from deploy.configure.catalog import ROLE_DEPLOYS, STEP_ORDER, steps_for_roles
 from deploy.configure.inventory import HostTarget
 from deploy.configure.settings import ConfigureSettings
+
+__all__ = ["ROLE_DEPLOYS", "STEP_ORDER", "OpSink", "PlannedOp", "Step", "step_function", "steps_for_roles"]
 
 
 @dataclass
@@ -54,7 +60,6 @@ class OpSink:
     def fact(self, fact_cls: Any, **kwargs: Any) -> Any:
         return self.host.get_fact(fact_cls, **kwargs)
 
-
 Step = Callable[[OpSink, ConfigureSettings], None]
 
 
@@ -68,27 +73,6 @@ def _steps() -> dict[str, Step]:
         "k8s_node": k8s_node.deploy,
         "kvm_host": kvm_host.deploy,
     }
-
-
-STEP_ORDER: tuple[str, ...] = ("base", "runtimes", "containerd", "k8s_node", "kvm_host")
-
-# Lab role -> the deploy steps it needs (run once each, in STEP_ORDER). Roles not listed here are
-# left to the Ansible stage.
-ROLE_DEPLOYS: dict[str, tuple[str, ...]] = {
-    "base": ("base",),
-    "containerd": ("runtimes", "containerd"),
-    "runtimes": ("runtimes",),
-    "k8s-node": ("base", "runtimes", "containerd", "k8s_node"),
-    "k8s-control-plane": ("base", "runtimes", "containerd", "k8s_node"),
-    "k8s-worker": ("base", "runtimes", "containerd", "k8s_node"),
-    "kvm-host": ("base", "kvm_host"),
-}
-
-
-def steps_for_roles(roles: tuple[str, ...]) -> list[str]:
-    """The deploy steps of ``roles`` in execution order; unknown roles contribute none."""
-    wanted = {step for role in roles for step in ROLE_DEPLOYS.get(role, ())}
-    return [step for step in STEP_ORDER if step in wanted]
 
 
 def step_function(name: str) -> Step:
