@@ -115,7 +115,7 @@ def test_plan_has_no_side_effects(tmp_path: Path) -> None:
 
 
 def test_replace_and_reconfigure_requests(tmp_path: Path) -> None:
-    text = K8S.split("kubernetes:")[0].replace("k8s-control-plane", "base")
+    text = K8S.split("kubernetes:", 1)[0].replace("k8s-control-plane", "base")
     resolved = open_lab(lab_file(tmp_path, text))[1]
     state = converged(make_plan(resolved, LabState("k8s")).resources, "k8s")
     plan = make_plan(resolved, state, request=Request(frozenset({"cp-1"})))
