@@ -2,10 +2,14 @@
 
 Layout (default ``.labdeploy/<lab>/`` beside the lab file)::
 
-    state.json      resources (input hash, status, outputs) and the last runs
-    lock            flock'ed while a run holds the lab; holds its pid, host, start and command
-    id_ed25519      the lab's SSH key pair (written 0600 by the ssh module)
-    known_hosts.json host keys recorded on first contact
+    state.json          resources (input hash, status, outputs) and the last runs
+    lock                flock'ed while a run holds the lab; holds its pid, host, start and command
+    id_ed25519          the lab's SSH private key (0600; deploy.ssh.keys), id_ed25519.pub beside it
+    known_hosts         host keys recorded on first contact, OpenSSH format keyed by node name
+                        (deploy.ssh.hostkeys); checked strictly afterwards
+    ssh_known_hosts     the same keys as ``[host]:port`` lines, exported for OpenSSH, pyinfra and verify
+    libvirt-<provider>-images.json, image-hashes.json
+                        the libvirt provider's record of base volumes and image content hashes
 
 Writes are atomic (:func:`deploy.atomic.atomic_write`: temp file, fsync, rename, fsync of
 the folder), so a run killed at any instant leaves either the old or the new state, never a
