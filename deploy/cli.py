@@ -358,7 +358,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
         res = r.resource
         owner = f"lab {res.tags.lab}, run {res.tags.run_id}" if res.tags.lab else "no lab"
         out.print(f"  {verb} {res.kind} {res.name} ({owner}): {r.reason}", markup=False)
-    out.print(f"{len(found)} resources {verb}." if found else "Nothing to reap.")
+    done = "would be removed" if args.dry_run else "removed"
+    out.print(f"{len(found)} resources {done}." if found else "Nothing to reap.")
     return 0
 
 
