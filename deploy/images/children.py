@@ -81,6 +81,9 @@ def running(argv: list[str], record: Path | None = None, **popen: Any) -> Iterat
         _wait_unreaped(proc)
     finally:
         kill_group(proc)  # after a normal exit this only takes stragglers the leader left
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def run_logged(
