@@ -1,6 +1,7 @@
 # Two commands on a fresh Debian machine (run as root, or with sudo available):
 #   make run    install everything, then deploy and verify the quickstart lab on local libvirt
 #   make test   install everything, then lint, type-check and run the whole test suite
+#   make bench  install everything and every peer the benchmarks compare against, then run them
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,13 @@ DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev l
   qemu-system-x86 qemu-utils dnsmasq-base mmdebstrap e2fsprogs openssh-server openssh-client iproute2 nftables procps \
   ca-certificates
 
-.PHONY: run test setup system python services lint typecheck pytest destroy clean
+# the peers of bench/*.py: Debian's Vagrant with its libvirt plugin (and kcli's ISO writer),
+# ansible-core and kcli from PyPI into the venv
+BENCH_DEBIAN_PACKAGES := vagrant vagrant-libvirt xorriso
+BENCH_PIP_PACKAGES := ansible-core kcli
+BENCHMARKS := bench/plan_scale.py bench/noop_redeploy.py bench/vm_scale.py
+
+.PHONY: run test setup system python services lint typecheck pytest destroy clean bench bench-peers
 
 run: setup
 	$(BIN)/deploy up $(LAB)
@@ -51,6 +58,16 @@ typecheck:
 
 pytest:
 	$(BIN)/pytest -q --timeout=1800 tests; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
+
+bench: setup bench-peers
+	rc=0; for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python $$b || rc=1; done; exit $$rc
+
+$(STAMPS)/bench-peers-$(shell echo '$(BENCH_DEBIAN_PACKAGES) $(BENCH_PIP_PACKAGES)' | md5sum | cut -c1-8): $(STAMPS)/python | system
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(BENCH_DEBIAN_PACKAGES)
+	$(BIN)/pip install --quiet $(BENCH_PIP_PACKAGES)
+	mkdir -p $(STAMPS) && touch $@
+bench-peers: $(STAMPS)/bench-peers-$(shell echo '$(BENCH_DEBIAN_PACKAGES) $(BENCH_PIP_PACKAGES)' | md5sum | cut -c1-8)
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache

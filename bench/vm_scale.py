@@ -95,6 +95,9 @@ def main() -> int:
         _cleanup(bench, tools)
         shutil.rmtree(workdir, ignore_errors=True)
     _report(tools, sizes, times, skipped, loads)
+    if skipped:
+        print(f"incomplete: {', '.join(skipped)} not measured (see the skip lines above)")
+        return 3
     return 0
 
 

@@ -23,10 +23,10 @@ from functools import partial
 from pathlib import Path
 
 import libvirt
+import peers
 from vm_scale_common import CPUS, DISK_GIB, MEMORY_MIB, Bench, Skip, free_ports, parallel, run, wait_all
 
-ROOT = Path(__file__).resolve().parents[1]
-KCLI = str(ROOT / ".venv" / "bin" / "kcli")
+KCLI = str(peers.KCLI.path() or peers.VENV_BIN / "kcli")
 URI = "qemu:///system"
 IMAGE = "ldbench-debian12.qcow2"
 errors: list[str] = []
@@ -41,8 +41,9 @@ def _home(bench: Bench) -> Path:
 
 
 def available(_bench: Bench) -> None:
-    if not Path(KCLI).exists():
-        raise Skip(f"{KCLI} not found: install it with `.venv/bin/pip install kcli`")
+    problem = peers.KCLI.missing()
+    if problem:
+        raise Skip(problem)
     if not shutil.which("xorrisofs") and not shutil.which("genisoimage") and not shutil.which("mkisofs"):
         raise Skip("kcli needs xorrisofs, genisoimage or mkisofs to write its cloud-init ISO")
 

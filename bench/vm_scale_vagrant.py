@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import libvirt
+import peers
 from vm_scale_common import CPUS, DISK_GIB, MEMORY_MIB, Bench, Skip, free_ports, run
 
 from deploy.images import build_seed_iso
@@ -97,11 +98,15 @@ def _env(bench: Bench) -> dict[str, str]:
 
 
 def available(bench: Bench) -> None:
-    if not shutil.which("vagrant"):
-        raise Skip("`vagrant` not on PATH: apt-get install vagrant vagrant-libvirt")
+    problem = peers.VAGRANT.missing()
+    if problem:
+        raise Skip(problem)
     plugins = run(["vagrant", "plugin", "list"], 120, env=_env(bench), check=False).stdout
     if "vagrant-libvirt" not in plugins:
-        raise Skip(f"vagrant-libvirt plugin not found (`vagrant plugin list`: {plugins.strip()!r})")
+        raise Skip(
+            f"the vagrant-libvirt plugin is not installed (`vagrant plugin list`: {plugins.strip()!r}): "
+            f"run `make bench`, or `{peers.VAGRANT.install}`"
+        )
     _ensure_box(bench)
 
 

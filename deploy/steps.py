@@ -121,7 +121,7 @@ def _reachable(resource: Resource, ctx: StepContext) -> Outputs:
 
 
 def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:
-    """One pyinfra pass over every host of the batch, then the idempotence pass."""
+    """One pyinfra pass over every host of the batch, then the idempotence pass on those that changed."""
     from deploy import inputs
     from deploy.configure.driver import configure
 
@@ -133,8 +133,11 @@ def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | L
     except LabError as exc:
         return {r.id: exc for r in batch}
     outputs: dict[str, Outputs | LabError] = {}
-    for resource in batch:
+    for resource in batch:  # a host that failed fails alone; the others of the batch keep their outcome
         host = result.hosts.get(resource.name)
+        if host is not None and host.error is not None:
+            outputs[resource.id] = host.error
+            continue
         outputs[resource.id] = {"changed": host.changed if host else [], "ops": len(host.ops) if host else 0}
     return outputs
 

@@ -1,4 +1,9 @@
-"""One configure pass: connect, prepare every host's operations, run them, collect results."""
+"""One configure pass: connect, prepare every host's operations, run them, collect results.
+
+A failure of one host (it cannot be reached, a fact or the preparing of an operation fails, or
+an operation fails) fails that host only: its HostResult carries the StageError and pyinfra
+stops running operations on it, while the other hosts of the pass go on.
+"""
 
 from __future__ import annotations
 
@@ -58,12 +63,19 @@ class OpResult:
 
 @dataclass(frozen=True)
 class HostResult:
+    """One host's operations in a pass; ``error`` says why the host failed (None: it did not)."""
+
     name: str
     ops: tuple[OpResult, ...]
+    error: StageError | None = None
 
     @property
     def changed(self) -> list[str]:
         return [op.op for op in self.ops if op.changed]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 @dataclass
@@ -142,7 +154,7 @@ def run_pass(
     pass_no: int,
     parallel: int | None = None,
 ) -> dict[str, HostResult]:
-    """Run every deploy step of ``targets`` once; raise StageError on the first kind of failure."""
+    """Run every deploy step of ``targets`` once; a failed host's HostResult carries its StageError."""
     config = Config(PARALLEL=parallel or 0, CONNECT_TIMEOUT=20)  # type: ignore[no-untyped-call]
     state = State(build_inventory(targets, known_hosts), config)
     recorder = _Recorder(emit, pass_no, errors=_ErrorLog())
@@ -150,47 +162,68 @@ def run_pass(
     logger = logging.getLogger("pyinfra")
     logger.addHandler(recorder.errors)
     try:
-        _connect(state, recorder, targets)
-        sinks = _prepare(state, recorder, targets, settings)
+        failed = _connect(state, recorder, targets)
+        sinks = _prepare(state, recorder, [t for t in targets if t.name not in failed], settings, failed)
         _execute(state)
-        return _collect(recorder, sinks)
+        results = {name: HostResult(name, (), error) for name, error in failed.items()}
+        results.update(_collect(recorder, sinks, failed))
+        return {t.name: results[t.name] for t in targets}
     finally:
         logger.removeHandler(recorder.errors)
         disconnect_all(state)
 
 
-def _connect(state: State, recorder: _Recorder, targets: list[HostTarget]) -> None:
+def _connect(state: State, recorder: _Recorder, targets: list[HostTarget]) -> dict[str, StageError]:
+    """Connect to every target; the StageError of each one that could not be reached."""
     with contextlib.suppress(PyinfraError):  # raised when every host failed; errors are recorded
         connect_all(state)
-    failed = [t for t in targets if t.name in recorder.connect_errors or t.name not in _active(state)]
-    if failed:
-        errors = recorder.connect_errors
-        lines = [
-            f"{t.name} ({t.ssh.user}@{t.ssh.host}:{t.ssh.port}): {errors.get(t.name, 'not connected')}" for t in failed
-        ]
-        raise StageError(
+    active = _active(state)
+    errors = recorder.connect_errors
+    return {
+        t.name: StageError(
             STAGE,
-            "cannot reach over ssh: " + "; ".join(lines),
-            host=failed[0].name,
+            f"cannot reach over ssh: {t.name} ({t.ssh.user}@{t.ssh.host}:{t.ssh.port}): "
+            + errors.get(t.name, "not connected"),
+            host=t.name,
             hint="check that the machine is running, its sshd listens on that port and its host key "
             "is in the lab's known_hosts",
         )
+        for t in targets
+        if t.name in errors or t.name not in active
+    }
 
 
 def _active(state: State) -> set[str]:
     return {host.name for host in state.activated_hosts if host not in state.failed_hosts}
 
 
-def _prepare(state: State, recorder: _Recorder, targets: list[HostTarget], settings: ConfigureSettings) -> list[OpSink]:
+def _prepare(
+    state: State,
+    recorder: _Recorder,
+    targets: list[HostTarget],
+    settings: ConfigureSettings,
+    failed: dict[str, StageError],
+) -> list[OpSink]:
+    """Add every host's operations; a host whose preparing fails goes into ``failed`` (and stops)."""
     sinks = []
     for target in targets:
         sink = OpSink(state, state.inventory.get_host(target.name), target)
-        for step in steps_for_roles(target.roles):
-            _prepare_step(sink, step, settings, recorder.errors)
+        try:
+            for step in steps_for_roles(target.roles):
+                _prepare_step(sink, step, settings, recorder.errors)
+        except StageError as exc:
+            failed[target.name] = exc
+            _fail_host(state, sink.host)
         sinks.append(sink)
         for planned in sink.ops:
             recorder.by_hash.setdefault(planned.op_hash, []).append((sink, planned))
     return sinks
+
+
+def _fail_host(state: State, host: Host) -> None:
+    """Take ``host`` out of the pass: pyinfra runs no operation on a failed host."""
+    with contextlib.suppress(PyinfraError):  # "No hosts remaining!" when it was the last one
+        state.fail_hosts({host})  # type: ignore[no-untyped-call]
 
 
 def _prepare_step(sink: OpSink, step: str, settings: ConfigureSettings, errors: _ErrorLog) -> None:
@@ -217,25 +250,26 @@ def _execute(state: State) -> None:
         run_ops(state)
 
 
-def _collect(recorder: _Recorder, sinks: list[OpSink]) -> dict[str, HostResult]:
+def _collect(recorder: _Recorder, sinks: list[OpSink], failed: dict[str, StageError]) -> dict[str, HostResult]:
     results: dict[str, HostResult] = {}
-    failures: list[tuple[str, OpResult]] = []
     for sink in sinks:
+        name = sink.target.name
         for planned in sink.ops:
             recorder.emit_op(sink, planned)
         ops = tuple(recorder.result(sink, planned) for planned in sink.ops)
-        results[sink.target.name] = HostResult(sink.target.name, ops)
-        failures += [(sink.target.name, op) for op in ops if not op.ok and op.error != "not run"][:1]
-    if failures:
-        _raise_failures(failures)
+        error = failed.get(name) or _op_failure(name, ops)
+        results[name] = HostResult(name, ops, error)
     return results
 
 
-def _raise_failures(failures: list[tuple[str, OpResult]]) -> None:
-    parts = [f"operation {op.op!r} failed on {host}:\n{op.error}" for host, op in failures]
-    raise StageError(
+def _op_failure(host: str, ops: tuple[OpResult, ...]) -> StageError | None:
+    """The StageError of the host's first failed operation (the ones after it did not run)."""
+    failure = next((op for op in ops if not op.ok and op.error != "not run"), None)
+    if failure is None:
+        return None
+    return StageError(
         STAGE,
-        "\n".join(parts),
-        host=failures[0][0],
+        f"operation {failure.op!r} failed on {host}:\n{failure.error}",
+        host=host,
         hint="fix the cause shown above and re-run; converged operations are skipped",
     )

@@ -4,6 +4,10 @@ The recipe (distro, release, packages, mirror, builder version) names the cache 
 an unchanged recipe is a cache hit and returns at once; a changed one builds a new entry.
 Steps: mmdebstrap into a directory (its customize hook trims units and makes GRUB's
 core.img) → guest files written → ``mke2fs -d`` into a raw disk with an MBR → qcow2.
+
+Build children die with deploy (``deploy.images.children``): a build killed half-way leaves
+no mmdebstrap behind, and the next build of the entry, under the entry's lock, kills what its
+children left running and removes the old work directory before it starts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from deploy.errors import ConfigError, ProviderError
-from deploy.images import disk, guestconfig
+from deploy.images import children, disk, guestconfig
 from deploy.images.cache import Progress, atomic_output, entry_lock, recipe_key
 from deploy.model.resolved import ResolvedImage
 
@@ -120,8 +124,8 @@ def _build(image: ResolvedImage, mirror: str, final: Path, on_progress: Progress
     logs = final.parent / "logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"{final.stem}.log"
-    work = final.parent / f".work-{final.stem}"
-    safe_rmtree(work)
+    work = work_dir(final)
+    clean_work_dir(work)
     work.mkdir()
     try:
         with log_path.open("w") as log:
@@ -131,7 +135,7 @@ def _build(image: ResolvedImage, mirror: str, final: Path, on_progress: Progress
             f"building image {image.name!r} ({image.distro} {image.release}) failed: {exc}", log_path=log_path
         ) from exc
     finally:
-        safe_rmtree(work)
+        clean_work_dir(work)
     on_progress(f"built {final.name} ({final.stat().st_size >> 20} MiB on disk)")
 
 
@@ -216,21 +220,20 @@ class _Steps:
         """Run ``argv``, its output into the log (and matching lines to progress)."""
         self.log.write(f"$ {' '.join(argv)}\n")
         self.log.flush()
+
+        def progress(line: str) -> None:
+            if progress_prefix and line.startswith(progress_prefix):
+                self.on_progress(line[len(progress_prefix) :].strip())
+
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            code = children.run_logged(argv, self.log, self.work / children.RECORD, progress)
         except FileNotFoundError as exc:
             raise ProviderError(
                 f"image build needs {argv[0]!r}, which is not installed",
                 hint="install the Debian packages mmdebstrap, e2fsprogs and qemu-utils",
             ) from exc
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.log.write(line)
-            if progress_prefix and line.startswith(progress_prefix):
-                self.on_progress(line[len(progress_prefix) :].strip())
-        self.log.flush()
-        if proc.wait() != 0:
-            raise self.failure(argv[0], proc.returncode)
+        if code != 0:
+            raise self.failure(argv[0], code)
 
     def failure(self, program: str, code: int) -> ImageBuildError:
         self.log.flush()
@@ -241,6 +244,21 @@ class _Steps:
             f"{program} exited with {code}; last lines of its log:\n{tail}\nfull log: {self.log_path}",
             log_path=self.log_path,
         )
+
+
+def work_dir(final: Path) -> Path:
+    """Where the build of cache entry ``final`` works (beside it, so the result is renamed into place)."""
+    return final.parent / f".work-{final.stem}"
+
+
+def clean_work_dir(work: Path) -> None:
+    """Remove a build's work directory, first killing what a killed build's children left running.
+
+    Call it holding the entry's lock: then no live build of this entry uses the directory.
+    """
+    if work.exists():
+        children.kill_recorded(work / children.RECORD)
+    safe_rmtree(work)
 
 
 def safe_rmtree(path: Path) -> None:

@@ -50,7 +50,7 @@ def test_wasmedge_runs_a_module_built_from_wat(chroot_host: ChrootHost) -> None:
 def test_missing_package_fails_clearly_and_rerun_converges(chroot_host: ChrootHost) -> None:
     broken = ConfigureSettings(runtimes=RUNTIMES.runtimes, extra_packages=("labdeploy-no-such-package",))
     with pytest.raises(StageError) as caught:
-        configure([chroot_host.target], broken, known_hosts=chroot_host.known_hosts, idempotence_check=False)
+        configure([chroot_host.target], broken, known_hosts=chroot_host.known_hosts, idempotence_check=False).check()
     assert caught.value.host == chroot_host.target.name
     assert "'packages' failed" in caught.value.message
     assert "labdeploy-no-such-package" in caught.value.message
@@ -61,7 +61,7 @@ def test_missing_package_fails_clearly_and_rerun_converges(chroot_host: ChrootHo
 def test_deploy_needing_systemd_on_a_host_without_it_names_the_cause(chroot_host: ChrootHost) -> None:
     target = HostTarget(chroot_host.target.name, chroot_host.target.ssh, roles=("containerd",))
     with pytest.raises(StageError) as caught:
-        configure([target], RUNTIMES, known_hosts=chroot_host.known_hosts)
+        configure([target], RUNTIMES, known_hosts=chroot_host.known_hosts).check()
     assert caught.value.host == chroot_host.target.name
     assert "operation 'containerd running' of deploy 'containerd'" in caught.value.message
     assert "not been booted with systemd" in caught.value.message
@@ -71,7 +71,7 @@ def test_unreachable_host_is_a_stage_error(chroot_host: ChrootHost) -> None:
     ssh = chroot_host.target.ssh
     gone = HostTarget("gone", SshEndpoint("127.0.0.1", free_port(), "root", ssh.key_path), roles=("runtimes",))
     with pytest.raises(StageError) as caught:
-        configure([gone], RUNTIMES, known_hosts=chroot_host.known_hosts)
+        configure([gone], RUNTIMES, known_hosts=chroot_host.known_hosts).check()
     assert caught.value.host == "gone"
     assert "cannot reach over ssh" in caught.value.message
 
@@ -80,5 +80,5 @@ def test_unknown_host_key_is_refused(chroot_host: ChrootHost, tmp_path: Path) ->
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(StageError) as caught:
-        configure([chroot_host.target], RUNTIMES, known_hosts=empty)
+        configure([chroot_host.target], RUNTIMES, known_hosts=empty).check()
     assert "cannot reach over ssh" in caught.value.message

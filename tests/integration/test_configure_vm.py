@@ -116,7 +116,7 @@ def test_handler_without_binary_fails_then_converges_after_fix(vm: TcgVm) -> Non
     assert vm.run("mv /usr/bin/crun /usr/bin/crun.away")[0] == 0
     try:
         with pytest.raises(StageError) as caught:
-            configure([vm.target], SETTINGS, known_hosts=vm.known_hosts)
+            configure([vm.target], SETTINGS, known_hosts=vm.known_hosts).check()
     finally:
         assert vm.run("mv /usr/bin/crun.away /usr/bin/crun")[0] == 0
     assert (caught.value.stage, caught.value.host) == ("configure", "node1")
@@ -128,7 +128,7 @@ def test_handler_without_binary_fails_then_converges_after_fix(vm: TcgVm) -> Non
 def test_missing_package_fails_then_converges(vm: TcgVm) -> None:
     broken = replace(SETTINGS, extra_packages=("labdeploy-no-such-package",))
     with pytest.raises(StageError) as caught:
-        configure([vm.target], broken, known_hosts=vm.known_hosts)
+        configure([vm.target], broken, known_hosts=vm.known_hosts).check()
     assert (caught.value.stage, caught.value.host) == ("configure", "node1")
     assert "operation 'packages' failed on node1" in caught.value.message
     assert "Unable to locate package labdeploy-no-such-package" in caught.value.message
@@ -139,7 +139,7 @@ def test_unreachable_host_fails_then_rerun_is_one_noop_pass(vm: TcgVm) -> None:
     ssh = vm.target.ssh
     gone = HostTarget("node1", SshEndpoint("127.0.0.1", free_port(), ssh.user, ssh.key_path), vm.target.roles)
     with pytest.raises(StageError) as caught:
-        configure([gone], SETTINGS, known_hosts=vm.known_hosts)
+        configure([gone], SETTINGS, known_hosts=vm.known_hosts).check()
     assert (caught.value.stage, caught.value.host) == ("configure", "node1")
     assert "cannot reach over ssh" in caught.value.message
     assert f"root@127.0.0.1:{gone.ssh.port}" in caught.value.message

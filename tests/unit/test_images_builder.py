@@ -3,7 +3,10 @@ errors from a failing mmdebstrap (a real run against a closed loopback port)."""
 
 from __future__ import annotations
 
+import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import ConfigError
-from deploy.images import ImageBuildError, builder, ensure_image
+from deploy.images import ImageBuildError, builder, children, ensure_image
 from deploy.images.cache import atomic_output, default_cache_dir, entry_lock, recipe_key
 from deploy.images.disk import GIB, PART_START, disk_size_for, mbr
 from deploy.model.resolved import ResolvedImage
@@ -188,3 +191,95 @@ def test_failing_mmdebstrap_reports_log_tail_and_path(tmp_path: Path) -> None:
     assert messages[0].startswith("building debian bookworm with mmdebstrap")
     assert not any(p.name.startswith(".work-") for p in tmp_path.iterdir())
     assert not list(tmp_path.glob("*.qcow2"))
+
+
+# --- build children die with deploy; a killed build's leftovers are cleaned -------------------
+
+_SPAWNER = """
+import sys, time
+from pathlib import Path
+from deploy.images import children
+record = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+proc = children.spawn(["sh", "-c", sys.argv[1]], record, stdout=sys.stdout)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _killed_deploy(script: str, record: Path | None = None) -> int:
+    """Start a python that spawns ``sh -c script`` (which prints a pid), SIGKILL that python; the pid."""
+    argv = [sys.executable, "-c", _SPAWNER, script, *([str(record)] if record else [])]
+    deploy = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    assert deploy.stdout is not None
+    pid = int(deploy.stdout.readline())
+    assert _alive(pid)
+    deploy.kill()
+    deploy.wait()
+    return pid
+
+
+def test_a_build_child_dies_when_deploy_is_sigkilled() -> None:
+    child = _killed_deploy("echo $$; exec sleep 600")
+    assert _gone_within(child, 5), "the build child outlived the SIGKILLed deploy"
+
+
+def test_leaving_the_block_by_an_exception_kills_the_whole_group() -> None:
+    script = ["sh", "-c", "sleep 600 & echo $!; wait"]
+    seen: list[tuple[subprocess.Popen[str], int]] = []
+
+    def failing_step() -> None:
+        with children.running(script, stdout=subprocess.PIPE) as proc:
+            assert proc.stdout is not None
+            seen.append((proc, int(proc.stdout.readline())))
+            raise RuntimeError("build step failed")
+
+    with pytest.raises(RuntimeError):
+        failing_step()
+    ((proc, grandchild),) = seen
+    assert _gone_within(grandchild, 5)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.timeout(120)
+def test_rerun_after_a_killed_build_kills_its_stragglers_and_builds_again(tmp_path: Path) -> None:
+    final = tmp_path / builder.entry_name(build(), "http://127.0.0.1:9/debian")
+    work = builder.work_dir(final)
+    (work / "root/var/cache/apt").mkdir(parents=True)
+    (work / "root/var/cache/apt/pkgcache.bin").write_bytes(b"x" * 4096)
+    # mmdebstrap's own children (apt, dpkg) are not its PDEATHSIG: a grandchild that writes on
+    writer = f"while true; do touch {work}/root/f$(date +%N); sleep 0.01; done"
+    straggler = _killed_deploy(f"sh -c '{writer}' & echo $!; wait", record=work / children.RECORD)
+    time.sleep(0.3)
+    assert _alive(straggler)
+
+    with pytest.raises(ImageBuildError) as err:
+        ensure_image(build(), tmp_path, mirror="http://127.0.0.1:9/debian")
+    assert not _alive(straggler)
+    assert "mmdebstrap exited with" in err.value.message  # the build ran, not OSError(39, 'Directory not empty')
+    assert not work.exists()
+
+
+def test_a_recorded_group_whose_leader_lives_is_left_alone(tmp_path: Path) -> None:
+    proc = children.spawn(["sleep", "600"])
+    try:
+        record = tmp_path / children.RECORD
+        record.write_text(f"{proc.pid}\n")
+        assert children.kill_recorded(record) == []
+        assert _alive(proc.pid)
+    finally:
+        children.kill_group(proc)
+    assert not _alive(proc.pid)

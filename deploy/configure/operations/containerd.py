@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Generator
 from typing import Any
 
+import tomli_w
 from pyinfra.api.exceptions import OperationValueError
 from pyinfra.api.operation import operation
 from pyinfra.context import host
@@ -14,35 +15,37 @@ from pyinfra.facts.files import File
 from deploy.configure.facts import ContainerdImages, TomlFile, parse_toml
 from deploy.configure.operations import put_text
 
-CRI = 'plugins."io.containerd.grpc.v1.cri"'
+CRI = "io.containerd.grpc.v1.cri"  # the CRI plugin's table under [plugins]
 HEADER = "# managed by labdeploy; local edits are overwritten\n"
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def _table(name: str, values: dict[str, object]) -> str:
-    body = "".join(f"  {key} = {_toml_value(val)}\n" for key, val in values.items())
-    return f"\n[{name}]\n{body}"
-
-
-def _handler_tables(handler: dict[str, Any], systemd_cgroup: bool) -> str:
-    prefix = f"{CRI}.containerd.runtimes.{handler['name']}"
-    text = _table(prefix, {"runtime_type": handler["runtime_type"]})
-    options: dict[str, object] = {}
+def _handler_table(handler: dict[str, Any], systemd_cgroup: bool) -> dict[str, Any]:
+    table: dict[str, Any] = {"runtime_type": handler["runtime_type"]}
+    options: dict[str, Any] = {}
     if handler.get("binary_name"):
         options["BinaryName"] = handler["binary_name"]
     if handler.get("config_path"):
         options["ConfigPath"] = handler["config_path"]
     if handler["runtime_type"] == "io.containerd.runc.v2":
         options["SystemdCgroup"] = systemd_cgroup
-    return text + (_table(f"{prefix}.options", options) if options else "")
+    if options:
+        table["options"] = options
+    return table
+
+
+def config_document(
+    handlers: list[dict[str, Any]],
+    systemd_cgroup: bool = True,
+    registry_config_path: str = "/etc/containerd/certs.d",
+    default_runtime: str = "runc",
+) -> dict[str, Any]:
+    """containerd 1.7 config.toml (version 2) as data: one CRI runtime table per handler."""
+    runtimes = {h["name"]: _handler_table(h, systemd_cgroup) for h in handlers}
+    cri = {
+        "containerd": {"default_runtime_name": default_runtime, "runtimes": runtimes},
+        "registry": {"config_path": registry_config_path},
+    }
+    return {"version": 2, "plugins": {CRI: cri}}
 
 
 def render_config(
@@ -52,10 +55,7 @@ def render_config(
     default_runtime: str = "runc",
 ) -> str:
     """containerd 1.7 config.toml (version 2) with one CRI runtime table per handler."""
-    text = HEADER + "version = 2\n"
-    text += _table(f"{CRI}.containerd", {"default_runtime_name": default_runtime})
-    text += "".join(_handler_tables(h, systemd_cgroup) for h in handlers)
-    return text + _table(f"{CRI}.registry", {"config_path": registry_config_path})
+    return HEADER + tomli_w.dumps(config_document(handlers, systemd_cgroup, registry_config_path, default_runtime))
 
 
 @operation()
@@ -86,7 +86,7 @@ def render_hosts_toml(registry: str, mirror: str) -> str:
     """certs.d/<registry>/hosts.toml sending pulls to ``mirror`` first (plain http unless a scheme)."""
     upstream = "https://registry-1.docker.io" if registry == "docker.io" else f"https://{registry}"
     url = mirror if "://" in mirror else f"http://{mirror}"
-    return HEADER + f'server = "{upstream}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
+    return HEADER + tomli_w.dumps({"server": upstream, "host": {url: {"capabilities": ["pull", "resolve"]}}})
 
 
 @operation()
