@@ -23,6 +23,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from deploy.model.schema import LibvirtProviderSpec
 from deploy.providers.base import ProviderContext, Tags
 from deploy.providers.libvirt import LibvirtProvider
 from deploy.providers.libvirt_net import all_network_cidrs, find_overlap
@@ -110,7 +111,8 @@ class LabFactory:
         state = self.root / lab / "state"
         state.mkdir(parents=True, exist_ok=True)
         ctx = ProviderContext(lab=lab, state_dir=state, artifacts_dir=self.root / lab / "artifacts")
-        prov = LibvirtProvider("local", {"uri": uri or self.uri, "accel": "auto", **spec}, ctx)
+        spec_fields = {"kind": "libvirt", "uri": uri or self.uri, "accel": "auto", **spec}
+        prov = LibvirtProvider("local", LibvirtProviderSpec.model_validate(spec_fields), ctx)
         self.providers.append(prov)
         return prov
 

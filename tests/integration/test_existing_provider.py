@@ -15,6 +15,7 @@ import pytest
 
 from deploy.errors import ProviderError
 from deploy.model.resolved import ResolvedNode
+from deploy.model.schema import ExistingProviderSpec
 from deploy.providers.base import ProviderContext, SshEndpoint, Tags
 from deploy.providers.existing import ExistingProvider
 from deploy.providers.registry import provider_class
@@ -233,7 +234,7 @@ def _openssh(server: SshServer, known_hosts: Path) -> subprocess.CompletedProces
 
 def _provider(tmp_path: Path, **spec: object) -> ExistingProvider:
     ctx = ProviderContext(lab="t", state_dir=tmp_path / "state")
-    return ExistingProvider("hosts", SimpleNamespace(kind="existing", **spec), ctx)
+    return ExistingProvider("hosts", ExistingProviderSpec.model_validate({"kind": "existing", **spec}), ctx)
 
 
 def _node(name: str, address: str | None, port: int, key: Path | None) -> ResolvedNode:

@@ -21,6 +21,7 @@ import libvirt
 import pytest
 
 from deploy.model.resolved import Nic, PortForward, ResolvedImage, ResolvedNetwork, ResolvedNode
+from deploy.model.schema import LibvirtProviderSpec
 from deploy.providers.base import MachineInfo, ProviderContext
 from deploy.providers.libvirt import LibvirtProvider
 from deploy.providers.libvirt_xml import NS
@@ -96,7 +97,7 @@ def boot(prov: LibvirtProvider, nodes: list[ResolvedNode], tags_lab: str) -> tup
 
     def one(n: ResolvedNode) -> MachineInfo:
         info = prov.create_machine(n, tags)
-        prov.wait_reachable(info, BOOT_DEADLINE)
+        prov.wait_reachable(info, known_hosts_path(prov.ctx.state_dir), BOOT_DEADLINE)
         return info
 
     start = time.monotonic()
@@ -112,7 +113,7 @@ def make_provider(
     state.mkdir(parents=True)
     key, public = generate_keypair(state)
     ctx = ProviderContext(lab, state, ssh_private_key=key, ssh_public_key=public, nodes=dict(nodes or {}))
-    prov = LibvirtProvider("local", {"uri": SYSTEM, "accel": "auto"}, ctx)
+    prov = LibvirtProvider("local", LibvirtProviderSpec(kind="libvirt", uri=SYSTEM, accel="auto"), ctx)
     factory.providers.append(prov)
     prov.prepare_image(IMAGE)
     return prov
@@ -216,7 +217,7 @@ def test_second_lab_with_the_same_node_name_does_not_collide(lab_a: Lab, factory
 def test_destroy_from_metadata_alone_leaves_nothing(lab_a: Lab, tmp_path: Path) -> None:
     lab = lab_a.prov.ctx.lab
     # a new provider with an empty state dir: everything is found on the hypervisor
-    fresh = LibvirtProvider("local", {"uri": SYSTEM}, ProviderContext(lab, tmp_path))
+    fresh = LibvirtProvider("local", LibvirtProviderSpec(kind="libvirt", uri=SYSTEM), ProviderContext(lab, tmp_path))
     found = fresh.find_resources(lab)
     kinds = sorted((r.kind, r.name) for r in found if r.kind != "volume")
     assert kinds == [("machine", "n1"), ("machine", "n2"), ("network", "labnet")]
