@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from deploy.errors import ConfigError, Problem
-from deploy.model import open_lab
+from tests.unit.labfiles import only, problems_of, valid
 
 HEAD = """name: lab1
 providers:
@@ -19,26 +16,6 @@ networks:
   labnet: {provider: local, mode: isolated, cidr: 10.20.0.0/24}
 """
 # line numbers below count from this header: it has 8 lines.
-
-
-def problems_of(tmp_path: Path, text: str) -> list[Problem]:
-    path = tmp_path / "lab.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        open_lab(path)
-    return info.value.problems
-
-
-def only(tmp_path: Path, text: str) -> Problem:
-    problems = problems_of(tmp_path, text)
-    assert len(problems) == 1, [str(p) for p in problems]
-    return problems[0]
-
-
-def valid(tmp_path: Path, text: str) -> None:
-    path = tmp_path / "lab.yaml"
-    path.write_text(text)
-    open_lab(path)
 
 
 def test_unknown_provider_reference(tmp_path: Path) -> None:

@@ -13,10 +13,9 @@ import pytest
 from deploy.configure import catalog
 from deploy.configure.deploys import ROLE_DEPLOYS, steps_for_roles
 from deploy.configure.settings import validate_settings
-from deploy.errors import ConfigError, Problem
 from deploy.inputs import configure_settings
 from deploy.model import open_lab
-from deploy.model.resolve import ResolvedLab
+from tests.unit.labfiles import only, problems_of, valid
 
 HEAD = """name: lab1
 providers:
@@ -29,26 +28,6 @@ networks:
 defaults: {image: deb}
 """  # 9 lines: the first line of a test's own text is line 10
 SHA = "ab" * 32
-
-
-def problems_of(tmp_path: Path, text: str) -> list[Problem]:
-    path = tmp_path / "lab.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        open_lab(path)
-    return info.value.problems
-
-
-def only(tmp_path: Path, text: str) -> Problem:
-    problems = problems_of(tmp_path, text)
-    assert len(problems) == 1, [str(p) for p in problems]
-    return problems[0]
-
-
-def valid(tmp_path: Path, text: str) -> ResolvedLab:
-    path = tmp_path / "lab.yaml"
-    path.write_text(text)
-    return open_lab(path)[1]
 
 
 # --- roles ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from deploy.stages import STAGES, stage_of
 from deploy.state import LabState, ResourceRecord
 from tests.integration.sshd_fixtures import SshServer
 from tests.recorder_provider import RecorderProvider, calls, write_config
+from tests.unit.labfiles import lab_file
 
 K8S = """name: k8s
 providers:
@@ -43,12 +44,6 @@ groups:
   cp: {count: 1, roles: [k8s-control-plane]}
 kubernetes: {version: "1.31", control_plane: cp, apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
 """
-
-
-def lab_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "lab.yaml"
-    path.write_text(text)
-    return path
 
 
 def converged(plan_resources: dict[str, object], lab: str) -> LabState:
