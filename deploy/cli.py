@@ -9,6 +9,7 @@
     deploy status LAB           machines and their state
     deploy graph LAB            the resource DAG (--format mermaid|dot|html)
     deploy reap [LAB]           remove expired or orphaned lab resources, through the providers
+    deploy bundle build|list|prune  fill, list or trim the bundle store (binaries and images labs need)
     deploy schema               the lab file's JSON Schema
     deploy doctor               host prerequisites, each with the command that fixes it
 """
@@ -30,9 +31,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from deploy import __version__
+from deploy.cli_bundle import bundle_parser, cmd_bundle
 from deploy.errors import ConfigError, LabError
 
-COMMANDS = ("validate", "plan", "up", "verify", "destroy", "status", "graph", "reap", "schema", "doctor")
+COMMANDS = ("validate", "plan", "up", "verify", "destroy", "status", "graph", "reap", "bundle", "schema", "doctor")
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     reap.add_argument("--debug", action="store_true", help="show tracebacks")
     reap.add_argument("--dry-run", action="store_true", help="list what would be removed")
     reap.add_argument("--output", choices=("text", "json"), default="text")
+    bundle_parser(sub)
     schema = sub.add_parser("schema", help="write the lab JSON Schema")
     schema.add_argument("-o", "--out", type=Path, help="file to write (default: stdout)")
     sub.add_parser("doctor", help="check host prerequisites")
@@ -386,7 +389,8 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "verify": cmd_verify, "destroy": cmd_destroy,
-            "status": cmd_status, "graph": cmd_graph, "reap": cmd_reap, "schema": cmd_schema, "doctor": cmd_doctor}
+            "status": cmd_status, "graph": cmd_graph, "reap": cmd_reap, "bundle": cmd_bundle, "schema": cmd_schema,
+            "doctor": cmd_doctor}
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ def plain(obj: Any) -> Any:
 def build_resources(resolved: ResolvedLab) -> dict[str, Resource]:
     """Every resource the lab needs, keyed by id, in a deterministic order."""
     out: list[Resource] = []
+    out += _bundle(resolved)
     out += _images(resolved)
     out += _networks(resolved)
     shared = _configure_shared(resolved)
@@ -130,6 +131,19 @@ def build_resources(resolved: ResolvedLab) -> dict[str, Resource]:
     out += _kubernetes(resolved, out)
     out += _ansible(resolved, out)
     return {r.id: r for r in out}
+
+
+def _bundle(resolved: ResolvedLab) -> list[Resource]:
+    """With ``bundle: {source: build}``, one step per artifact the lab needs (built into the store)."""
+    if resolved.lab.bundle.source != "build":
+        return []
+    from deploy.bundle.build import lab_wanted
+
+    want = lab_wanted(resolved)
+    steps = [Resource(ResourceId("bundle", str(r.key)), "bundle", str(r.key), None,
+                      inputs={"recipe": r.recipe_hash()}) for r in want.recipes]
+    return steps + [Resource(ResourceId("bundle", str(k)), "bundle", str(k), None, inputs={"recipe": None},
+                             runnable=False) for k in want.not_buildable]
 
 
 def _needs_image(resolved: ResolvedLab, node: ResolvedNode) -> bool:
@@ -251,7 +265,8 @@ def diff(lab: str, resources: dict[str, Resource], state: LabState, missing: Ite
         wanted = asked.get(resource_id)
         if wanted is not None and (wanted.action == "replace" or change.action == "keep"):
             change = wanted
-        if change.action != "keep" and not (stage_of(resource.kind).supported and provider_ok(resource.provider)):
+        runnable = resource.runnable and stage_of(resource.kind).supported and provider_ok(resource.provider)
+        if change.action != "keep" and not runnable:
             change = Change(change.resource_id, change.kind, change.action, change.reason, supported=False)
         actions[resource_id] = change
     deletes = [Change(k, rec.kind, "delete", "no longer in the lab")

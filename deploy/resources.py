@@ -76,6 +76,7 @@ class Resource:
     provider: str | None = None
     deps: tuple[ResourceId, ...] = ()
     inputs: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    runnable: bool = True  # False: its stage exists, but nothing can make this one yet (the plan marks it)
 
     @classmethod
     def make(cls, kind: str, name: str, provider: str | None = None, deps: tuple[ResourceId, ...] = (),

@@ -71,6 +71,7 @@ class LabSession:
 
     def plan(self, *, refresh: bool = True, request: Request | None = None) -> Plan:
         """What ``up`` would do. Reads only: no key, state folder or artifact is written."""
+        self._check_bundle()
         state = self.store.load()
         missing: list[str] = []
         if refresh and state.resources:
@@ -80,6 +81,15 @@ class LabSession:
             finally:
                 pool.close()
         return make_plan(self.resolved, state, missing, request=request, provider_ok=self.provider_ok)
+
+    def _check_bundle(self) -> None:
+        """``bundle: {source: offline}`` with artifacts missing is refused before any side effect."""
+        if self.resolved.lab.bundle.source != "offline":
+            return
+        from deploy.bundle.build import lab_wanted, refuse_missing
+        from deploy.bundle.store import BundleStore
+
+        refuse_missing(lab_wanted(self.resolved), BundleStore(), str(self.lab_file))
 
     def provider_ok(self, name: str | None) -> bool:
         """Whether this version has an implementation of provider ``name``'s kind."""
@@ -117,6 +127,7 @@ class LabSession:
 
     def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, sink: EventSink, *,
             stop: threading.Event | None, request: Request) -> UpResult:
+        self._check_bundle()
         tags = self._tags(run_id)
         pool = self._pool(artifacts.dir, sink)
         state = self.store.load()

@@ -142,6 +142,20 @@ def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | L
     return outputs
 
 
+def _bundle(resource: Resource, ctx: StepContext) -> Outputs:
+    """Ensure one artifact in the bundle store (built here when it is missing or its recipe changed)."""
+    from deploy.bundle.build import lab_wanted
+    from deploy.bundle.store import BundleStore
+
+    recipe = next((r for r in lab_wanted(ctx.resolved).recipes if str(r.key) == resource.name), None)
+    if recipe is None:
+        raise StageError("bundle", f"no recipe builds {resource.name}")
+    artifact, outcome = BundleStore().ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
+    ctx.emit({"event": "progress", "message": f"bundle: {outcome} {resource.name}"})
+    return {"sha256": artifact.sha256, "size": artifact.size, "outcome": outcome}
+
+
+run_bundle = per_resource(_bundle)
 run_image = per_resource(_image)
 run_network = per_resource(_network)
 run_machine = per_resource(_machine)

@@ -346,6 +346,15 @@ class MirrorsSpec(Strict):
         "(e.g. {runsc: <64 hex digits>}); every file a runtime needs must have one")
 
 
+class BundleSpec(Strict):
+    """Where the lab's binaries and images come from (the bundle store, ``deploy bundle``)."""
+
+    source: Literal["auto", "upstream", "build", "offline"] = Field(
+        "auto", description="auto: the store, then mirrors, then upstream; build: build what the store lacks as "
+        "steps of `deploy up`; offline: never touch upstream, and refuse at plan time when the store lacks "
+        "anything (listing it and the command that builds it); upstream: release URLs and registries")
+
+
 class SystemSpec(Strict):
     """Host settings the configure stage applies to the nodes (see each field for the roles that apply it)."""
 
@@ -386,3 +395,4 @@ class Lab(Strict):
     verify: list[VerifySpec] = Field(default_factory=list)
     mirrors: MirrorsSpec = Field(default_factory=MirrorsSpec)
     system: SystemSpec = Field(default_factory=SystemSpec)
+    bundle: BundleSpec = Field(default_factory=BundleSpec)

@@ -1,0 +1,103 @@
+"""Filling the bundle store with what a lab (or a Kubernetes minor and runtimes) needs.
+
+    wanted(...)  -> Wanted: recipes that can build here, and artifacts no recipe can make yet
+    build(...)   -> one line per artifact (built / cached, seconds, size), in parallel where the machine allows
+    refuse_missing(...) raises the ``bundle: {source: offline}`` PlanError before any side effect
+
+The store (``deploy.bundle.store``) keeps each artifact once, content-addressed, under a lock;
+this module only decides what to ask it for and reports what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploy.bundle import catalog
+from deploy.bundle.recipes import Recipe
+from deploy.bundle.store import ArtifactKey, BundleStore
+from deploy.errors import LabError, PlanError
+from deploy.model.resolve import ResolvedLab
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    recipes: list[Recipe] = field(default_factory=list)
+    not_buildable: list[ArtifactKey] = field(default_factory=list)  # needed, but no recipe here yet
+
+    @property
+    def keys(self) -> list[ArtifactKey]:
+        return [r.key for r in self.recipes]
+
+
+@dataclass(frozen=True)
+class Line:
+    key: ArtifactKey
+    outcome: str  # built | cached | failed
+    seconds: float
+    size: int = 0
+    error: str = ""
+
+    def text(self) -> str:
+        if self.outcome == "failed":
+            return f"  failed  {self.key}  ({self.seconds:.1f} s): {self.error}"
+        return f"  {self.outcome:<7} {self.key}  {self.seconds:.1f} s  {self.size / 2**20:.1f} MiB"
+
+
+def wanted(kubernetes: str | None, runtimes: Iterable[str]) -> Wanted:
+    chosen = list(runtimes)
+    return Wanted(catalog.needs(kubernetes, chosen), catalog.planned(kubernetes, chosen))
+
+
+def lab_wanted(resolved: ResolvedLab) -> Wanted:
+    """What the lab's Kubernetes section and runtimes need; nothing for a lab without a cluster."""
+    from deploy.inputs import runtimes
+
+    k8s = resolved.lab.kubernetes
+    if k8s is None:
+        return Wanted()
+    return wanted(k8s.version, runtimes(resolved))
+
+
+def build(want: Wanted, store: BundleStore, *, parallel: int | None = None,
+          on_event: EventSink = lambda _e: None) -> list[Line]:
+    """Ensure every buildable artifact; a failure fails its line only (the others finish)."""
+    workers = parallel or max(1, min(len(want.recipes), (os.cpu_count() or 2) // 2))
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="bundle") as pool:
+        return list(pool.map(lambda r: _one(r, store, on_event), want.recipes))
+
+
+def _one(recipe: Recipe, store: BundleStore, on_event: EventSink) -> Line:
+    start = time.monotonic()
+    on_event({"event": "bundle", "status": "started", "key": str(recipe.key)})
+    try:
+        artifact, outcome = store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
+    except LabError as exc:
+        line = Line(recipe.key, "failed", time.monotonic() - start, error=exc.message)
+    else:
+        line = Line(recipe.key, outcome, time.monotonic() - start, artifact.size)
+    on_event({"event": "bundle", "status": line.outcome, "key": str(recipe.key), "seconds": round(line.seconds, 3),
+              "size": line.size, **({"error": line.error} if line.error else {})})
+    return line
+
+
+def refuse_missing(want: Wanted, store: BundleStore, lab_file: str) -> None:
+    """``bundle: {source: offline}``: every artifact must already be in the store."""
+    missing = store.missing(want.keys)
+    if not missing and not want.not_buildable:
+        return
+    parts = []
+    if missing:
+        parts.append(f"not in the store: {', '.join(str(k) for k in missing)}")
+    if want.not_buildable:
+        parts.append(f"not buildable by this version yet: {', '.join(str(k) for k in want.not_buildable)}")
+    hint = f"run `deploy bundle build {lab_file}` on a machine with the Go module proxy" if missing else \
+        "those artifacts need a recipe (see `deploy bundle build --help`); or use bundle: {source: auto}"
+    raise PlanError(f"bundle: {{source: offline}}, and the bundle lacks what this lab needs: {'; '.join(parts)}",
+                    hint=hint)
