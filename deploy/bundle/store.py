@@ -239,8 +239,13 @@ class BundleStore:
     def _read(self) -> dict[ArtifactKey, Record]:
         try:
             data = self.manifest_path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return {}
+        except OSError as exc:
+            raise BundleError(
+                f"cannot read the bundle manifest {self.manifest_path}: {exc.strerror}",
+                hint=f"make {self.root} readable, or set {ENV_CACHE} to another folder",
+            ) from exc
         return loads(data, self.objects, self.manifest_path)
 
     def _write(self, records: dict[ArtifactKey, Record]) -> None:
