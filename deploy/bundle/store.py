@@ -20,6 +20,7 @@ import builtins
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -108,7 +109,9 @@ class BundleStore:
         another sha256 than ``expect_sha256`` is refused (BundleError) and not listed. While one
         process produces a key, others ensuring it wait, then return it as "cached".
         """
-        expect = expect_sha256.lower() if expect_sha256 else None
+        expect = expect_sha256.lower() if expect_sha256 is not None else None
+        if expect is not None and not re.fullmatch(r"[0-9a-f]{64}", expect):
+            raise BundleError(f"{key}: expected checksum {expect_sha256!r} is not a sha256 (64 hex digits)")
         cached = self._current(key, recipe_hash, expect)
         if cached is not None:
             return cached, "cached"

@@ -8,7 +8,9 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -312,3 +314,33 @@ def test_keys_print_parse_and_refuse_bad_parts() -> None:
     for bad in ("runc", "@1.0", "runc@", "runc@1.0/amd64", "a b@1"):
         with pytest.raises(BundleError):
             ArtifactKey.parse(bad)
+
+
+def test_an_expected_checksum_that_is_no_sha256_is_refused_before_building(tmp_path: Path) -> None:
+    make = Maker()
+    with pytest.raises(BundleError, match="not a sha256"):
+        _store(tmp_path).ensure(KEY, make, expect_sha256="md5:abc")
+    assert make.calls == []
+
+
+def test_threads_share_the_key_lock_and_lose_no_manifest_entry(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    calls: list[str] = []
+    gate = threading.Event()
+
+    def slow(path: Path) -> Source:
+        calls.append(path.name)
+        gate.wait(10)
+        path.write_bytes(b"same key")
+        return Source("build", "r")
+
+    keys = [ArtifactKey(f"t{i}", "1") for i in range(8)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        same = [pool.submit(store.ensure, KEY, slow) for _ in range(2)]
+        others = [pool.submit(store.ensure, key, Maker(key.name.encode())) for key in keys]
+        assert [f.result(timeout=30)[1] for f in others] == ["built"] * 8  # not held up by KEY's build
+        gate.set()
+        outcomes = sorted(f.result(timeout=30)[1] for f in same)
+    assert outcomes == ["built", "cached"]
+    assert len(calls) == 1
+    assert [a.key for a in store.list()] == sorted([KEY, *keys])
