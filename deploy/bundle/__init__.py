@@ -14,6 +14,9 @@ Public API (see deploy.bundle.store for the layout and its guarantees)::
         .prune(keep) -> list[Artifact]
         .verify() -> list[(ArtifactKey, problem)]
     BundleError(PlanError)                                # exit 4
+
+Logging (logger ``deploy.bundle.store``): WARNING for a corrupt or missing file (key, path, both
+hashes); INFO for a stale recipe, a wait on another process's build (its pid), removed dead work.
 """
 
 from __future__ import annotations

@@ -212,8 +212,11 @@ class BundleStore:
         return art
 
     def _restamp(self, key: ArtifactKey, sha: str, path: Path, before: Stamp) -> None:
-        """Record that the file (stat ``before`` when hashed) still holds its content."""
-        with contextlib.suppress(OSError), self._manifest_lock():
+        """Record that the file (stat ``before`` when hashed) still holds its content.
+
+        Only saves the next hash: a store this process cannot write (shared, read-only) is fine.
+        """
+        with contextlib.suppress(OSError, BundleError), self._manifest_lock():
             if Stamp.of(os.stat(path)) != before:
                 return  # changed while we hashed: leave it to the next check
             records = self._read()

@@ -344,3 +344,16 @@ def test_threads_share_the_key_lock_and_lose_no_manifest_entry(tmp_path: Path) -
     assert outcomes == ["built", "cached"]
     assert len(calls) == 1
     assert [a.key for a in store.list()] == sorted([KEY, *keys])
+
+
+def test_get_answers_when_the_store_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store(tmp_path)
+    art, _ = store.ensure(KEY, Maker(b"payload"))
+    os.utime(art.path, ns=(1, 1_000_000_000))  # forces a hash, then a restamp that cannot be written
+
+    def refuse(path: Path, *_: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(deploy.bundle.store, "atomic_write", refuse)
+    assert store.get(KEY) == art
+    assert json.loads(store.manifest_path.read_bytes())["artifacts"][0]["checked"]["mtime_ns"] != 1_000_000_000
