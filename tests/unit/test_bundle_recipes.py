@@ -209,12 +209,13 @@ def test_sha256sum_lists_pick_the_artifacts_own_line() -> None:
     text = (FIXTURES / "runc-v1.4.4.sha256sum").read_text()
     amd = upstream.release(ArtifactKey("runc", "v1.4.4"))
     arm = upstream.release(ArtifactKey("runc", "v1.4.4", "linux/arm64"))
-    assert amd is not None and arm is not None
+    assert amd is not None
+    assert arm is not None
     assert upstream.expected_sha256(amd, text) == _sha("payload-runc.amd64")
     assert upstream.expected_sha256(arm, text) == _sha("payload-runc.arm64")
     wrong = upstream.release(ArtifactKey("runc", "v1.4.4", "linux/s390x"))
     assert wrong is not None
-    with pytest.raises(upstream.ChecksumError, match="no digest for runc.s390x"):
+    with pytest.raises(upstream.ChecksumError, match=r"no digest for runc\.s390x"):
         upstream.expected_sha256(wrong, text)
 
 
@@ -252,7 +253,7 @@ def pause_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_pause_is_static_and_prints_its_version(pause_binary: Path) -> None:
     assert catalog.pause().check(pause_binary) == f"labdeploy-pause {catalog.PAUSE_VERSION}"
-    assert b"\x7fELF" == pause_binary.read_bytes()[:4]
+    assert pause_binary.read_bytes()[:4] == b"\x7fELF"
     ldd = subprocess.run(["ldd", str(pause_binary)], capture_output=True, text=True, check=False)
     assert "not a dynamic executable" in ldd.stdout + ldd.stderr
 
