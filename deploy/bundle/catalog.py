@@ -131,6 +131,21 @@ def kube(name: str, pins: Minor) -> GoBuild:
     )
 
 
+def etcd(version: str) -> GoBuild:
+    """etcd from our own main around etcdmain.Main (go/etcd-<version>/), stamped as etcd's ./build does."""
+    sha = hashlib.sha1(f"go.etcd.io/etcd/server/v3@{version}".encode()).hexdigest()[:7]
+    return GoBuild(
+        key=ArtifactKey("etcd", version),
+        module=f"etcd-{version}",
+        package=".",
+        ldflags=(f"-X go.etcd.io/etcd/api/v3/version.GitSHA={sha}",),
+    )
+
+
+def _etcd_buildable(version: str) -> bool:
+    return (GO_MODULES / f"etcd-{version}" / "go.sum").is_file()
+
+
 def _kube_buildable(pins: Minor) -> bool:
     return (GO_MODULES / pins.module_dir / "go.sum").is_file()
 
@@ -144,6 +159,8 @@ def needs(kubernetes: str | None, runtimes: list[str]) -> list[Recipe]:
         pins = minor(kubernetes)
         if _kube_buildable(pins):
             recipes += [kube(name, pins) for name in KUBE_BINARIES]
+        if _etcd_buildable(pins.etcd):
+            recipes.append(etcd(pins.etcd))
     return recipes
 
 

@@ -135,7 +135,8 @@ def test_unknown_or_unpinned_versions_are_plan_errors() -> None:
 
 def test_needs_lists_only_recipes_whose_module_is_committed() -> None:
     keys = {recipe.key.name: recipe for recipe in catalog.needs("1.36", ["gvisor"])}
-    assert set(keys) == {"pause", "crictl", "kubeadm", "kubelet", "kubectl"}
+    assert set(keys) == {"pause", "crictl", "kubeadm", "kubelet", "kubectl", "etcd"}
+    assert keys["etcd"].key.version == "v3.6.8"
     for recipe in keys.values():
         if isinstance(recipe, GoBuild):
             assert (recipe.module_dir / "go.sum").is_file()
@@ -152,8 +153,16 @@ def test_planned_names_the_rest_and_never_a_buildable_one() -> None:
         assert built.isdisjoint(missing)
         assert set(catalog.everything(minor_name, ["gvisor"])) == built | set(missing)
         names = {key.name for key in missing}
-        assert {"kube-apiserver", "etcd", "coredns", "containerd", "runc", "runsc"} <= names
+        assert {"kube-apiserver", "coredns", "containerd", "runc", "runsc"} <= names
+    assert ArtifactKey("etcd", "v3.7.0") in catalog.planned("1.37", [])  # no go/etcd-v3.7.0 module yet
     assert catalog.planned(None, []) == []
+
+
+def test_etcd_recipe_builds_our_main_and_hashes_it() -> None:
+    recipe = catalog.etcd("v3.6.8")
+    assert [p.name for p in recipe.module_files()] == ["go.mod", "go.sum", "main.go"]
+    assert "etcdmain.Main(os.Args)" in (recipe.module_dir / "main.go").read_text()
+    assert recipe.ldflags[0].startswith("-X go.etcd.io/etcd/api/v3/version.GitSHA=")
 
 
 def test_kube_recipe_stamps_both_version_packages() -> None:
