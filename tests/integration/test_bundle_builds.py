@@ -67,3 +67,28 @@ def test_kubeadm_stamps_commit_and_tree_state(kubeadm: Path) -> None:
     assert f'"gitCommit": "{catalog.git_commit("v1.36.3")}"' in full
     assert '"gitTreeState": "clean"' in full
     assert '"buildDate": "1970-01-01T00:00:00Z"' in full
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(catalog.etcd("v3.6.8"), tmp_path_factory.mktemp("etcd"))[0]
+
+
+def test_etcd_reports_its_version_and_stamped_sha(etcd: Path) -> None:
+    recipe = catalog.etcd("v3.6.8")
+    output = recipe.check(etcd)
+    assert "etcd Version: 3.6.8" in output
+    assert f"Git SHA: {recipe.ldflags[0].rpartition('=')[2]}" in output
+    assert _is_static(etcd)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("kubelet", "Kubernetes v1.36.3"), ("kubectl", "Client Version: v1.36.3")]
+)
+def test_kubelet_and_kubectl_report_the_pinned_version(
+    name: str, expected: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    recipe = catalog.kube(name, catalog.VERSIONS["1.36"])
+    binary, _ = _build(recipe, tmp_path_factory.mktemp(name))
+    assert recipe.check(binary).splitlines()[0] == expected
+    assert _is_static(binary)
