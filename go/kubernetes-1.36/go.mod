@@ -1,5 +1,6 @@
 // labdeploy: builds kubeadm, kubelet and kubectl of Kubernetes v1.36.3 from the Go module proxy.
-// The standard recipe: require k8s.io/kubernetes and replace each ./staging module with its v0 release.
+// The standard recipe: require k8s.io/kubernetes and replace each ./staging module with its v0 release
+// (the list is the module's own ./staging replaces, read from its v1.36.3.mod).
 module labdeploy.invalid/bundle/kubernetes-1.36
 
 go 1.26.0
