@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bundle import catalog, upstream
+from deploy.bundle import catalog, recipes, upstream
 from deploy.bundle.recipes import GO_MODULES, BuildError, CBuild, GoBuild, go_caches
 from deploy.bundle.store import ArtifactKey
 from deploy.errors import PlanError
@@ -294,3 +294,40 @@ def test_pause_reaps_the_children_it_inherits(pause_binary: Path) -> None:
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=1) == 0
+
+
+# --- a build interrupted mid-way leaves no process behind -------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(_signo: int, _frame: object) -> None:
+    raise _Interrupted
+
+
+def test_an_interrupted_compile_kills_its_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    script = f"sleep 300 & echo $! > {pidfile}; wait"
+    previous = signal.signal(signal.SIGALRM, _raise_interrupted)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(_Interrupted):
+            recipes._compile(["sh", "-c", script], tmp_path, dict(os.environ), "test")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
