@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from deploy.bundle import ArtifactKey
 from deploy.bundle.recipes import C_SOURCES, GO_MODULES, CBuild, GoBuild, Recipe
-from deploy.bundle.store import ArtifactKey
 from deploy.errors import PlanError
 
 PAUSE_VERSION = "1.0.0"

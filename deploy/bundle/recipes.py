@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from deploy.bundle.store import ArtifactKey, Source
+from deploy.bundle import ArtifactKey, Source
 from deploy.errors import LabError
 from deploy.images.children import running
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from deploy.bundle.store import ArtifactKey
+from deploy.bundle import ArtifactKey
 from deploy.errors import LabError
 
 _HEX = re.compile(r"[0-9a-fA-F]{64}")

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bundle import catalog, recipes, upstream
+from deploy.bundle import ArtifactKey, BundleStore, catalog, recipes, upstream
 from deploy.bundle.recipes import GO_MODULES, BuildError, CBuild, GoBuild, go_caches
-from deploy.bundle.store import ArtifactKey
 from deploy.errors import PlanError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bundle"
@@ -267,6 +266,17 @@ def test_pause_is_static_and_prints_its_version(pause_binary: Path) -> None:
     assert pause_binary.read_bytes()[:4] == b"\x7fELF"
     ldd = subprocess.run(["ldd", str(pause_binary)], capture_output=True, text=True, check=False)
     assert "not a dynamic executable" in ldd.stdout + ldd.stderr
+
+
+def test_pause_goes_into_the_real_store_once(tmp_path: Path, pause_binary: Path) -> None:
+    recipe = catalog.pause()
+    store = BundleStore(tmp_path / "bundle")
+    art, outcome = store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
+    assert outcome == "built"
+    assert (art.source.kind, art.source.recipe_hash) == ("build", recipe.recipe_hash())
+    assert art.sha256 == hashlib.sha256(art.path.read_bytes()).hexdigest()
+    assert recipe.check(art.path) == recipe.check(pause_binary)
+    assert store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())[1] == "cached"
 
 
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
