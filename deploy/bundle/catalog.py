@@ -5,7 +5,8 @@ kubeadm expects a version the Go module proxy does not serve (etcd 3.6.6, CoreDN
 v1.14.2 were refused), ``kubeadm_*`` keeps kubeadm's value and the artifact takes the nearest
 served release; the image work must tag what it builds honestly.
 
-``needs`` returns only recipes that really build (a go/ module exists and is tested);
+``needs`` returns only recipes that really build (a go/ module exists and the binary's build from
+it was run and its version checked: ``Minor.built``);
 ``planned`` lists the rest as keys, so a plan can say what is missing instead of pretending.
 """
 
@@ -42,6 +43,7 @@ class Minor:
     kubeadm_etcd: str
     kubeadm_coredns: str
     pause_image: str
+    built: tuple[str, ...] = ()  # the KUBE_BINARIES whose build from go/kubernetes-<minor>/ was run and checked
     crictl: str = CRICTL_VERSION
     cni_plugins: str = "v1.10.0"
     containerd: str = "v2.4.2"
@@ -61,8 +63,8 @@ class Minor:
 # CoreDNSVersion, PauseVersion); etcd/coredns: the nearest release the proxy serves.
 VERSIONS: dict[str, Minor] = {
     "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1"),
-    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2"),
-    "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2"),
+    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2", built=KUBE_BINARIES),
+    "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=("kubeadm",)),
 }
 DEFAULT_MINOR = "1.36"
 
@@ -158,7 +160,7 @@ def needs(kubernetes: str | None, runtimes: list[str]) -> list[Recipe]:
     if kubernetes is not None:
         pins = minor(kubernetes)
         if _kube_buildable(pins):
-            recipes += [kube(name, pins) for name in KUBE_BINARIES]
+            recipes += [kube(name, pins) for name in KUBE_BINARIES if name in pins.built]
         if _etcd_buildable(pins.etcd):
             recipes.append(etcd(pins.etcd))
     return recipes

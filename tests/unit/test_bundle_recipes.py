@@ -147,6 +147,16 @@ def test_needs_lists_only_recipes_whose_module_is_committed() -> None:
     assert {r.key.name for r in catalog.needs(None, [])} == {"pause", "crictl"}
 
 
+def test_needs_lists_a_kubernetes_binary_only_once_its_build_was_checked() -> None:
+    for minor_name, pins in catalog.VERSIONS.items():
+        kube = {r.key.name for r in catalog.needs(minor_name, []) if r.key.version == pins.kubernetes}
+        assert kube == set(pins.built)
+        missing = {key.name for key in catalog.planned(minor_name, []) if key.version == pins.kubernetes}
+        assert missing == (set(catalog.KUBE_BINARIES) - set(pins.built)) | set(catalog.KUBE_PLANNED)
+        if pins.built:
+            assert (GO_MODULES / pins.module_dir / "go.sum").is_file()
+
+
 def test_planned_names_the_rest_and_never_a_buildable_one() -> None:
     for minor_name in catalog.VERSIONS:
         built = {recipe.key for recipe in catalog.needs(minor_name, ["gvisor"])}
