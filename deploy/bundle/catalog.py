@@ -64,7 +64,7 @@ class Minor:
 VERSIONS: dict[str, Minor] = {
     "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=("kubeadm",)),
     "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2", built=KUBE_BINARIES),
-    "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=("kubeadm",)),
+    "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=KUBE_BINARIES),
 }
 DEFAULT_MINOR = "1.36"
 
