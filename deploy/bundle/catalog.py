@@ -62,7 +62,7 @@ class Minor:
 # kubeadm_* and pause_image: cmd/kubeadm/app/constants of each release (DefaultEtcdVersion,
 # CoreDNSVersion, PauseVersion); etcd/coredns: the nearest release the proxy serves.
 VERSIONS: dict[str, Minor] = {
-    "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=("kubeadm",)),
+    "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=KUBE_BINARIES),
     "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2", built=KUBE_BINARIES),
     "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=KUBE_BINARIES),
 }
