@@ -1,0 +1,98 @@
+"""Real builds through the recipes: crictl and kubeadm from the Go module proxy, with the shared caches.
+
+The caches are the real ones ($LABDEPLOY_CACHE/go, default ~/.cache/labdeploy/go), so a rerun on the
+same machine only links. A cold first build of kubeadm takes minutes on two cores; each binary is
+built once per session (module-scoped fixtures).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from deploy.bundle import catalog
+from deploy.bundle.recipes import GoBuild
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed"),
+]
+
+
+def _build(recipe: GoBuild, tmp: Path) -> tuple[Path, float]:
+    out = tmp / recipe.key.name
+    started = time.monotonic()
+    source = recipe.produce(out)
+    seconds = time.monotonic() - started
+    assert source.kind == "build"
+    assert source.recipe_hash == recipe.recipe_hash()
+    assert sorted(p.name for p in tmp.iterdir()) == [recipe.key.name]  # exactly one file written
+    print(f"\n{recipe.key.name} {recipe.key.version}: built in {seconds:.1f} s, {out.stat().st_size} bytes")
+    return out, seconds
+
+
+@pytest.fixture(scope="module")
+def crictl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(catalog.crictl(), tmp_path_factory.mktemp("crictl"))[0]
+
+
+@pytest.fixture(scope="module")
+def kubeadm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(catalog.kube("kubeadm", catalog.VERSIONS["1.36"]), tmp_path_factory.mktemp("kubeadm"))[0]
+
+
+def _is_static(path: Path) -> bool:
+    # a dynamic ELF names its interpreter in a PT_INTERP segment; a static Go binary has none
+    return b"/lib64/ld-linux" not in path.read_bytes()[:8192]
+
+
+def test_crictl_reports_its_upstream_version(crictl: Path) -> None:
+    assert catalog.crictl().check(crictl) == "crictl version v1.37.0"
+    assert _is_static(crictl)
+
+
+def test_kubeadm_reports_the_pinned_version(kubeadm: Path) -> None:
+    recipe = catalog.kube("kubeadm", catalog.VERSIONS["1.36"])
+    assert recipe.check(kubeadm) == "v1.36.3"
+    assert _is_static(kubeadm)
+
+
+def test_kubeadm_stamps_commit_and_tree_state(kubeadm: Path) -> None:
+    recipe = catalog.kube("kubeadm", catalog.VERSIONS["1.36"])
+    full = replace(recipe, version_args=("version", "-o", "json")).check(kubeadm)
+    assert f'"gitCommit": "{catalog.git_commit("v1.36.3")}"' in full
+    assert '"gitTreeState": "clean"' in full
+    assert '"buildDate": "1970-01-01T00:00:00Z"' in full
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(catalog.etcd("v3.6.8"), tmp_path_factory.mktemp("etcd"))[0]
+
+
+def test_etcd_reports_its_version_and_stamped_sha(etcd: Path) -> None:
+    recipe = catalog.etcd("v3.6.8")
+    output = recipe.check(etcd)
+    assert "etcd Version: 3.6.8" in output
+    assert f"Git SHA: {recipe.ldflags[0].rpartition('=')[2]}" in output
+    assert _is_static(etcd)
+
+
+CLAIMED = [(minor, name) for minor, pins in catalog.VERSIONS.items() for name in pins.built]
+
+
+@pytest.mark.parametrize(("minor", "name"), CLAIMED)
+def test_every_binary_the_catalog_claims_builds_and_reports_its_version(
+    minor: str, name: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    pins = catalog.VERSIONS[minor]
+    recipe = catalog.kube(name, pins)
+    binary = _build(recipe, tmp_path_factory.mktemp(f"{name}-{minor}"))[0]  # 1.36 kubeadm: a warm relink
+    expected = {"kubeadm": pins.kubernetes, "kubelet": f"Kubernetes {pins.kubernetes}"}
+    first = recipe.check(binary).splitlines()[0]
+    assert first == expected.get(name, f"Client Version: {pins.kubernetes}")
+    assert _is_static(binary)
