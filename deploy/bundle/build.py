@@ -19,7 +19,7 @@ from typing import Any
 
 from deploy.bundle import catalog
 from deploy.bundle.recipes import Recipe
-from deploy.bundle.store import ArtifactKey, BundleStore
+from deploy.bundle import ArtifactKey, BundleStore
 from deploy.errors import LabError, PlanError
 from deploy.model.resolve import ResolvedLab
 
