@@ -19,7 +19,7 @@ BENCH_DEBIAN_PACKAGES := vagrant vagrant-libvirt xorriso
 BENCH_PIP_PACKAGES := ansible-core kcli
 BENCHMARKS := bench/plan_scale.py bench/noop_redeploy.py bench/vm_scale.py
 
-.PHONY: run test setup system python services lint typecheck pytest destroy clean bench bench-peers
+.PHONY: run test setup system python services go lint typecheck pytest destroy clean bench bench-peers
 
 run: setup
 	$(BIN)/deploy up $(LAB)
@@ -29,7 +29,7 @@ destroy: setup
 
 test: setup lint typecheck pytest
 
-setup: system python services
+setup: go system python services
 
 # Debian packages (idempotent; the stamp changes when the package list does)
 $(STAMPS)/system-$(shell echo '$(DEBIAN_PACKAGES)' | md5sum | cut -c1-8):
@@ -45,6 +45,10 @@ $(STAMPS)/python: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	mkdir -p $(STAMPS) && touch $@
 python: $(STAMPS)/python
+
+# Go for the bundle's builds (the machine's own; make stops with how to get one if it is missing or old)
+go:
+	@scripts/check-go.sh
 
 # libvirtd and virtlogd: through systemd where it runs, started by hand where no init does
 services:

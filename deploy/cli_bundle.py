@@ -57,7 +57,7 @@ def _bundle_build(args: argparse.Namespace, store: Any) -> int:
     quiet = args.output == "json"
     lines = bundle.build(want, store, parallel=args.parallel,
                          on_event=lambda e: None if quiet or e["status"] != "started" else
-                         err.print(f"  building {e['key']} ...", markup=False))
+                         err.print(f"  ensuring {e['key']} (cached, or built now) ...", markup=False))
     if quiet:
         out.print_json(json.dumps({"artifacts": [{"key": str(x.key), "outcome": x.outcome,
                                                   "seconds": round(x.seconds, 3), "size": x.size, "error": x.error}

@@ -17,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.bundle import catalog
+from deploy.bundle import ArtifactKey, BundleStore, catalog
 from deploy.bundle.recipes import Recipe
-from deploy.bundle import ArtifactKey, BundleStore
 from deploy.errors import LabError, PlanError
 from deploy.model.resolve import ResolvedLab
 

@@ -28,6 +28,9 @@ RUNTIME_ARTIFACTS = {
     "containerd": ("containerd", "containerd-shim-runc-v2"),
     "gvisor": ("runsc", "containerd-shim-runsc-v1"),
     "wasmedge": ("containerd-shim-wasmedge-v1",),
+    "spin": ("containerd-shim-spin-v2",),
+    "kata": ("kata-runtime", "containerd-shim-kata-v2"),
+    "crun": (),  # Debian's crun package on the nodes; nothing for the bundle
 }
 GVISOR_VERSION = "v0.0.0-20250802011938-fc9c972fa636"  # a pseudo-version of gvisor's go branch; untried
 BUILD_DATE = "1970-01-01T00:00:00Z"  # fixed so that builds are reproducible

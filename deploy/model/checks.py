@@ -224,10 +224,11 @@ def check_host_ports(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Probl
             seen[key] = node.name
 
 
+from deploy.model.checks_bundle import check_bundle_catalog  # noqa: E402
 from deploy.model.provider_checks import check_provider_capabilities, check_provider_kinds  # noqa: E402
 
 CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_node_references, check_group_overrides, check_networks, check_addresses,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
                        check_host_ports, check_roles, check_kubernetes_apt, check_runtime_files, check_mirrors,
-                       check_system]
+                       check_system, check_bundle_catalog]
