@@ -22,7 +22,7 @@ from deploy.errors import PlanError
 PAUSE_VERSION = "1.0.0"
 CRICTL_VERSION = "v1.37.0"  # v1.35.0 is not served; crictl speaks CRI v1 to older kubelets' runtimes
 KUBE_BINARIES = ("kubeadm", "kubelet", "kubectl")
-KUBE_PLANNED = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+KUBE_PLANNED = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")  # built for 1.36 only
 RUNTIME_ARTIFACTS = {
     "runc": ("runc",),
     "containerd": ("containerd", "containerd-shim-runc-v2"),
@@ -66,7 +66,8 @@ class Minor:
 # CoreDNSVersion, PauseVersion); etcd/coredns: the nearest release the proxy serves.
 VERSIONS: dict[str, Minor] = {
     "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=KUBE_BINARIES),
-    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2", built=KUBE_BINARIES),
+    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2",
+                  built=(*KUBE_BINARIES, *KUBE_PLANNED)),
     "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=KUBE_BINARIES),
 }
 DEFAULT_MINOR = "1.36"
@@ -125,7 +126,7 @@ def crictl() -> GoBuild:
 
 
 def kube(name: str, pins: Minor) -> GoBuild:
-    """kubeadm, kubelet or kubectl of one minor, static as upstream builds them."""
+    """One Kubernetes binary of one minor (kubeadm, kubelet, kubectl, control plane), static as upstream."""
     version_args = {"kubeadm": ("version", "-o", "short"), "kubectl": ("version", "--client")}
     return GoBuild(
         key=ArtifactKey(name, pins.kubernetes),
@@ -163,7 +164,7 @@ def needs(kubernetes: str | None, runtimes: list[str]) -> list[Recipe]:
     if kubernetes is not None:
         pins = minor(kubernetes)
         if _kube_buildable(pins):
-            recipes += [kube(name, pins) for name in KUBE_BINARIES if name in pins.built]
+            recipes += [kube(name, pins) for name in (*KUBE_BINARIES, *KUBE_PLANNED) if name in pins.built]
         if _etcd_buildable(pins.etcd):
             recipes.append(etcd(pins.etcd))
     return recipes
