@@ -124,7 +124,10 @@ def test_sigkill_at_each_stage_then_resume(runner: Runner, late_sshd: SshServer,
     machines = json.loads((runner.work / "machines.json").read_text())
     assert sorted(machines) == ["db-1", "web-1", "web-2"]
     created = [c["key"] for c in calls(runner.work, "create")]
-    assert sorted(created) == ["machine:db-1", "machine:web-1", "machine:web-2"]  # no duplicate machine
+    # no machine created twice; a kill between the recorder's record and its log line may leave a
+    # machine that exists (above) with its "create" unlogged: the resumed run then reuses it
+    assert len(created) == len(set(created)), created
+    assert set(created) <= {"machine:db-1", "machine:web-1", "machine:web-2"}
     applied = [c["key"] for c in calls(runner.work, "create_machine", "start")]
     for machine in (r for r in converged if r.startswith("machine:")):
         assert applied.count(machine) == 1, machine  # a checkpointed step is never applied again
