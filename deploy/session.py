@@ -66,6 +66,7 @@ class LabSession:
         self.state_dir = state_dir or lab_file.resolve().parent / ".labdeploy" / name
         self.store = StateStore(self.state_dir, name)
         self.artifacts_root = artifacts_root or Path("artifacts")
+        self._kinds_known: dict[str, bool] = {}
 
     # --- plan -----------------------------------------------------------------------------
 
@@ -92,8 +93,14 @@ class LabSession:
         refuse_missing(lab_wanted(self.resolved), BundleStore(), str(self.lab_file))
 
     def provider_ok(self, name: str | None) -> bool:
-        """Whether this version has an implementation of provider ``name``'s kind."""
-        return name is None or registry.known(self.resolved.providers[name].kind)
+        """Whether this version implements provider ``name``'s kind (entry points scanned once a kind)."""
+        if name is None:
+            return True
+        kind = self.resolved.providers[name].kind
+        known = self._kinds_known.get(kind)
+        if known is None:
+            known = self._kinds_known[kind] = registry.known(kind)
+        return known
 
     def _missing(self, state: LabState, pool: ProviderPool) -> list[str]:
         """Recorded machines that no longer exist on their provider (deleted behind our back)."""

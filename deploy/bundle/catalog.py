@@ -22,7 +22,8 @@ from deploy.errors import PlanError
 PAUSE_VERSION = "1.0.0"
 CRICTL_VERSION = "v1.37.0"  # v1.35.0 is not served; crictl speaks CRI v1 to older kubelets' runtimes
 KUBE_BINARIES = ("kubeadm", "kubelet", "kubectl")
-KUBE_PLANNED = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")  # built for 1.36 only
+KUBE_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+ALL_KUBE = (*KUBE_BINARIES, *KUBE_CONTROL_PLANE)
 RUNTIME_ARTIFACTS = {
     "runc": ("runc",),
     "containerd": ("containerd", "containerd-shim-runc-v2"),
@@ -65,10 +66,9 @@ class Minor:
 # kubeadm_* and pause_image: cmd/kubeadm/app/constants of each release (DefaultEtcdVersion,
 # CoreDNSVersion, PauseVersion); etcd/coredns: the nearest release the proxy serves.
 VERSIONS: dict[str, Minor] = {
-    "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=KUBE_BINARIES),
-    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2",
-                  built=(*KUBE_BINARIES, *KUBE_PLANNED)),
-    "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=KUBE_BINARIES),
+    "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=ALL_KUBE),
+    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2", built=ALL_KUBE),
+    "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=ALL_KUBE),
 }
 DEFAULT_MINOR = "1.36"
 
@@ -164,7 +164,7 @@ def needs(kubernetes: str | None, runtimes: list[str]) -> list[Recipe]:
     if kubernetes is not None:
         pins = minor(kubernetes)
         if _kube_buildable(pins):
-            recipes += [kube(name, pins) for name in (*KUBE_BINARIES, *KUBE_PLANNED) if name in pins.built]
+            recipes += [kube(name, pins) for name in ALL_KUBE if name in pins.built]
         if _etcd_buildable(pins.etcd):
             recipes.append(etcd(pins.etcd))
     return recipes
@@ -175,7 +175,7 @@ def everything(kubernetes: str | None, runtimes: list[str]) -> list[ArtifactKey]
     keys = [ArtifactKey("pause", PAUSE_VERSION), ArtifactKey("crictl", CRICTL_VERSION)]
     if kubernetes is not None:
         pins = minor(kubernetes)
-        keys += [ArtifactKey(name, pins.kubernetes) for name in (*KUBE_BINARIES, *KUBE_PLANNED)]
+        keys += [ArtifactKey(name, pins.kubernetes) for name in ALL_KUBE]
         keys += [ArtifactKey("etcd", pins.etcd), ArtifactKey("coredns", pins.coredns)]
         keys += [ArtifactKey("cni-plugins", pins.cni_plugins), ArtifactKey("helm", pins.helm)]
     base = ["containerd", "runc"] if kubernetes is not None else []

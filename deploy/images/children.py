@@ -136,12 +136,13 @@ def kill_recorded(record: Path, timeout: float = 10.0) -> list[int]:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
     deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in killed) and time.monotonic() < deadline:
         time.sleep(0.05)
     return killed
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

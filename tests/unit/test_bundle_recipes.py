@@ -16,6 +16,7 @@ import pytest
 from deploy.bundle import ArtifactKey, BundleStore, catalog, recipes, upstream
 from deploy.bundle.recipes import GO_MODULES, BuildError, CBuild, GoBuild, go_caches
 from deploy.errors import PlanError
+from deploy.images.children import alive
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bundle"
 
@@ -153,7 +154,7 @@ def test_needs_lists_a_kubernetes_binary_only_once_its_build_was_checked() -> No
         kube = {r.key.name for r in catalog.needs(minor_name, []) if r.key.version == pins.kubernetes}
         assert kube == set(pins.built)
         missing = {key.name for key in catalog.planned(minor_name, []) if key.version == pins.kubernetes}
-        assert missing == {*catalog.KUBE_BINARIES, *catalog.KUBE_PLANNED} - set(pins.built)
+        assert missing == {*catalog.KUBE_BINARIES, *catalog.KUBE_CONTROL_PLANE} - set(pins.built)
         if pins.built:
             assert (GO_MODULES / pins.module_dir / "go.sum").is_file()
 
@@ -167,7 +168,7 @@ def test_planned_names_the_rest_and_never_a_buildable_one() -> None:
         names = {key.name for key in missing}
         assert {"coredns", "containerd", "runc", "runsc"} <= names
         assert ("kube-apiserver" in names) is ("kube-apiserver" not in catalog.VERSIONS[minor_name].built)
-    assert ArtifactKey("etcd", "v3.7.0") in catalog.planned("1.37", [])  # no go/etcd-v3.7.0 module yet
+    assert ArtifactKey("etcd", "v3.7.0") in {r.key for r in catalog.needs("1.37", [])}  # go/etcd-v3.7.0
     assert catalog.planned(None, []) == []
 
 
@@ -342,14 +343,7 @@ def test_an_interrupted_compile_kills_its_whole_process_group(tmp_path: Path) ->
         signal.signal(signal.SIGALRM, previous)
     grandchild = int(pidfile.read_text())
     deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
+    while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"

@@ -16,6 +16,7 @@ import pytest
 from deploy.errors import ConfigError
 from deploy.images import ImageBuildError, builder, children, ensure_image
 from deploy.images.cache import atomic_output, default_cache_dir, entry_lock, recipe_key
+from deploy.images.children import alive
 from deploy.images.disk import GIB, PART_START, disk_size_for, mbr
 from deploy.model.resolved import ResolvedImage
 
@@ -205,19 +206,12 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
 
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not _alive(pid)
+    return not alive(pid)
 
 
 def _killed_deploy(script: str, record: Path | None = None) -> int:
@@ -226,7 +220,7 @@ def _killed_deploy(script: str, record: Path | None = None) -> int:
     deploy = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
     assert deploy.stdout is not None
     pid = int(deploy.stdout.readline())
-    assert _alive(pid)
+    assert alive(pid)
     deploy.kill()
     deploy.wait()
     return pid
@@ -264,11 +258,11 @@ def test_rerun_after_a_killed_build_kills_its_stragglers_and_builds_again(tmp_pa
     writer = f"while true; do touch {work}/root/f$(date +%N); sleep 0.01; done"
     straggler = _killed_deploy(f"sh -c '{writer}' & echo $!; wait", record=work / children.RECORD)
     time.sleep(0.3)
-    assert _alive(straggler)
+    assert alive(straggler)
 
     with pytest.raises(ImageBuildError) as err:
         ensure_image(build(), tmp_path, mirror="http://127.0.0.1:9/debian")
-    assert not _alive(straggler)
+    assert not alive(straggler)
     assert "mmdebstrap exited with" in err.value.message  # the build ran, not OSError(39, 'Directory not empty')
     assert not work.exists()
 
@@ -279,7 +273,7 @@ def test_a_recorded_group_whose_leader_lives_is_left_alone(tmp_path: Path) -> No
         record = tmp_path / children.RECORD
         record.write_text(f"{proc.pid}\n")
         assert children.kill_recorded(record) == []
-        assert _alive(proc.pid)
+        assert alive(proc.pid)
     finally:
         children.kill_group(proc)
-    assert not _alive(proc.pid)
+    assert not alive(proc.pid)
