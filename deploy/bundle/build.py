@@ -66,10 +66,43 @@ def lab_wanted(resolved: ResolvedLab) -> Wanted:
 
 def build(want: Wanted, store: BundleStore, *, parallel: int | None = None,
           on_event: EventSink = lambda _e: None) -> list[Line]:
-    """Ensure every buildable artifact; a failure fails its line only (the others finish)."""
+    """Ensure every buildable artifact; a failure fails its line and what is made from it only.
+
+    Recipes run in waves: one whose ``requires`` are not yet ensured waits for a later wave, so
+    an image is packed only after its binaries are in the store. Lines keep the recipes' order.
+    """
     workers = parallel or max(1, min(len(want.recipes), (os.cpu_count() or 2) // 2))
+    lines: dict[ArtifactKey, Line] = {}
+    pending = list(want.recipes)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="bundle") as pool:
-        return list(pool.map(lambda r: _one(r, store, on_event), want.recipes))
+        while pending:
+            wave, blocked, pending = _next_wave(pending, lines)
+            for recipe, why in blocked:
+                lines[recipe.key] = Line(recipe.key, "failed", 0.0, error=why)
+            for line in pool.map(lambda r: _one(r, store, on_event), wave):
+                lines[line.key] = line
+    return [lines[r.key] for r in want.recipes]
+
+
+def _next_wave(pending: list[Recipe], done: dict[ArtifactKey, Line]
+               ) -> tuple[list[Recipe], list[tuple[Recipe, str]], list[Recipe]]:
+    """(ready to run, blocked and why, still waiting) for the next wave."""
+    inside = {r.key for r in pending}
+    ready: list[Recipe] = []
+    blocked: list[tuple[Recipe, str]] = []
+    waiting: list[Recipe] = []
+    for recipe in pending:
+        failed = next((k for k in recipe.requires if k in done and done[k].outcome == "failed"), None)
+        if failed is not None:
+            blocked.append((recipe, f"needs {failed}, which failed"))
+        elif any(k in inside for k in recipe.requires):
+            waiting.append(recipe)
+        else:
+            ready.append(recipe)
+    if not ready and not blocked and waiting:  # a cycle among requires: refuse rather than spin
+        blocked = [(r, f"its requires form a cycle ({', '.join(str(k) for k in r.requires)})") for r in waiting]
+        waiting = []
+    return ready, blocked, waiting
 
 
 def _one(recipe: Recipe, store: BundleStore, on_event: EventSink) -> Line:

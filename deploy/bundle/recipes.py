@@ -92,6 +92,7 @@ class Recipe(ABC):
 
     key: ArtifactKey
     version_args: tuple[str, ...] = ("--version",)
+    requires: tuple[ArtifactKey, ...] = ()  # artifacts this one is made from (built first, e.g. an image's binaries)
 
     @abstractmethod
     def inputs(self) -> list[tuple[str, bytes]]:
