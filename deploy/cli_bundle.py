@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def _bundle_build(args: argparse.Namespace, store: Any) -> int:
     from deploy.bundle import build as bundle
-    from deploy.cli import err, out
+    from deploy.cli import out
 
     if args.lab is not None:
         from deploy.model import open_lab
@@ -55,20 +57,60 @@ def _bundle_build(args: argparse.Namespace, store: Any) -> int:
     else:
         want = bundle.wanted(args.kubernetes, [r for r in args.runtimes.split(",") if r])
     quiet = args.output == "json"
-    lines = bundle.build(want, store, parallel=args.parallel,
-                         on_event=lambda e: None if quiet or e["status"] != "started" else
-                         err.print(f"  ensuring {e['key']} (cached, or built now) ...", markup=False))
+    view = _BuildView(len(want.recipes), quiet)
+    try:
+        lines = bundle.build(want, store, parallel=args.parallel, on_event=view.event)
+    finally:
+        view.close()
     if quiet:
         out.print_json(json.dumps({"artifacts": [{"key": str(x.key), "outcome": x.outcome,
                                                   "seconds": round(x.seconds, 3), "size": x.size, "error": x.error}
                                                  for x in lines],
                                    "not_buildable": [str(k) for k in want.not_buildable]}))
     else:
-        for line in lines:
-            out.print(line.text(), markup=False)
         if want.not_buildable:
             out.print(f"  not buildable by this version yet: {', '.join(str(k) for k in want.not_buildable)}",
                       markup=False)
         out.print(f"{sum(x.outcome == 'built' for x in lines)} built, {sum(x.outcome == 'cached' for x in lines)} "
                   f"cached, {sum(x.outcome == 'failed' for x in lines)} failed ({store.root}).", markup=False)
     return 6 if any(x.outcome == "failed" for x in lines) else 0
+
+
+class _BuildView:
+    """A bar over the artifacts and what is being built now (stderr), and a line as each one ends (stdout)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from deploy.cli import err
+
+        self.quiet, self.lock, self.running = quiet, threading.Lock(), dict[str, float]()
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err, transient=True)
+        self.task = self.progress.add_task("bundle", total=total)
+        if not quiet and total:
+            self.progress.start()
+
+    def event(self, event: dict[str, Any]) -> None:
+        from deploy.bundle.build import Line
+        from deploy.bundle.manifest import ArtifactKey
+        from deploy.cli import out
+
+        if self.quiet:
+            return
+        with self.lock:
+            key = event["key"]
+            if event["status"] == "started":
+                self.running[key] = time.monotonic()
+            else:
+                self.running.pop(key, None)
+                self.progress.advance(self.task)
+                line = Line(ArtifactKey.parse(key), event["status"], event["seconds"], event.get("size", 0),
+                            event.get("error", ""))
+                out.print(line.text(), markup=False)
+            now = time.monotonic()
+            busy = ", ".join(f"{k.split('/')[0]} {now - t:.0f}s" for k, t in self.running.items())
+            self.progress.update(self.task, description=f"ensuring {busy}" if busy else "bundle")
+
+    def close(self) -> None:
+        self.progress.stop()
