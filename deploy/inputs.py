@@ -6,11 +6,13 @@ The configure and verify packages never see the lab model; these functions trans
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from deploy.configure.inventory import HostTarget
 from deploy.configure.settings import ConfigureSettings
+from deploy.errors import StageError
 from deploy.model.resolve import ResolvedLab
 from deploy.model.resolved import ResolvedNode
 from deploy.providers.base import SshEndpoint
@@ -51,7 +53,41 @@ def configure_settings(resolved: ResolvedLab) -> ConfigureSettings:
         ntp_servers=tuple(system.ntp),
         extra_packages=tuple(system.packages),
         domain=system.domain or resolved.name,
+        bundle_provides=bundle_provides(resolved),
     )
+
+
+def bundle_provides(resolved: ResolvedLab) -> frozenset[str]:
+    """Runtime files the bundle supplies to the nodes: with ``bundle.source`` build or offline, every one its
+    catalog makes for the lab (``auto`` and ``upstream`` labs keep mirrors.files)."""
+    if resolved.lab.bundle.source not in ("build", "offline"):
+        return frozenset()
+    from deploy.bundle.catalog import everything
+    from deploy.configure.catalog import needed_files
+
+    k8s = resolved.lab.kubernetes
+    made = {key.name for key in everything(k8s.version if k8s else None, list(runtimes(resolved)))}
+    return frozenset(item.name for _, item in needed_files(runtimes(resolved), {}) if item.name in made)
+
+
+def bundle_files(resolved: ResolvedLab, settings: ConfigureSettings) -> ConfigureSettings:
+    """``settings`` with the host path and sha256 of each file the bundle supplies (run time: after the
+    bundle stage, so a missing one is a StageError naming the command that builds it)."""
+    if not settings.bundle_provides:
+        return settings
+    from deploy.bundle.catalog import everything
+    from deploy.bundle.store import BundleStore
+
+    k8s = resolved.lab.kubernetes
+    keys = {key.name: key for key in everything(k8s.version if k8s else None, list(settings.runtimes))}
+    store, found = BundleStore(), {}
+    for name in sorted(settings.bundle_provides):
+        artifact = store.get(keys[name])
+        if artifact is None:
+            raise StageError("configure", f"the bundle has no {keys[name]}, which the nodes need",
+                             hint="run `deploy bundle build LAB` (or bundle: {source: build} builds it during up)")
+        found[name] = (str(artifact.path), artifact.sha256)
+    return replace(settings, bundle_files=found)
 
 
 def _with_minor(template: str | None, version: str) -> str | None:

@@ -129,7 +129,8 @@ def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | L
     targets = [inputs.host_target(node, ctx.outputs_of) for node in nodes]
     try:
         known = inputs.export_known_hosts(ctx.state_dir, nodes, ctx.outputs_of)
-        result = configure(targets, inputs.configure_settings(ctx.resolved), known_hosts=known, on_event=ctx.emit)
+        settings = inputs.bundle_files(ctx.resolved, inputs.configure_settings(ctx.resolved))
+        result = configure(targets, settings, known_hosts=known, on_event=ctx.emit)
     except LabError as exc:
         return {r.id: exc for r in batch}
     outputs: dict[str, Outputs | LabError] = {}

@@ -34,6 +34,12 @@ class ConfigureSettings:
     ntp_servers: tuple[str, ...] = ()  # lab: system.ntp; empty: time sync is left as the image has it
     extra_packages: tuple[str, ...] = ()  # lab: system.packages; installed by the runtimes step
     domain: str | None = None  # lab: system.domain (default the lab name); appended in /etc/hosts
+    bundle_provides: frozenset[str] = frozenset()  # lab: bundle.source build|offline: files the bundle supplies
+    bundle_files: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (host path, sha256), at run
+
+    def checksums(self) -> dict[str, str]:
+        """sha256 of every runtime file that has a source: mirrors.checksums, then the bundle's own."""
+        return {**self.file_checksums, **{name: sha for name, (_, sha) in self.bundle_files.items()}}
 
 
 def validate_settings(settings: ConfigureSettings, roles_by_node: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -71,7 +77,7 @@ def _check_runtimes(settings: ConfigureSettings) -> list[str]:
 
 def _check_runtime_files(settings: ConfigureSettings, name: str) -> list[str]:
     spec = runtime(name)
-    if not uses_files(spec, settings.file_checksums):
+    if not uses_files(spec, settings.checksums()) or all(f.name in settings.bundle_provides for f in spec.files):
         return []
     files = ", ".join(f.name for f in spec.files)
     if settings.mirrors_files is None:

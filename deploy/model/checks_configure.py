@@ -73,7 +73,11 @@ def check_runtime_files(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Pr
     """Runtimes without a Debian package need mirrors.files and a sha256 of each of their files."""
     mirrors = resolved.lab.mirrors
     runtimes, path = _runtimes(resolved)
-    needed = needed_files(runtimes, mirrors.checksums)
+    from deploy.inputs import bundle_provides  # deploy.inputs imports the model: late, to avoid a cycle
+
+    supplied = bundle_provides(resolved)
+    needed = [(runtime, item) for runtime, item in needed_files(runtimes, mirrors.checksums)
+              if item.name not in supplied]
     which = ", ".join(sorted({name for name, _ in needed}))
     files = [item.name for _, item in needed]
     if needed and not mirrors.files:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deploy.configure.driver import ConfigureResult, HostTarget, configure
-from deploy.configure.settings import ConfigureSettings
+from deploy.configure.settings import ConfigureSettings, validate_settings
 from deploy.errors import StageError
 from deploy.providers.base import SshEndpoint
 from tests.integration.configure_fixtures import ChrootHost, chroot_host, free_port, hello_wasm
@@ -82,3 +84,21 @@ def test_unknown_host_key_is_refused(chroot_host: ChrootHost, tmp_path: Path) ->
     with pytest.raises(StageError) as caught:
         configure([chroot_host.target], RUNTIMES, known_hosts=empty).check()
     assert "cannot reach over ssh" in caught.value.message
+
+
+def test_runtime_files_from_the_bundle_are_uploaded_then_left_alone(chroot_host: ChrootHost, tmp_path: Path) -> None:
+    """gVisor's files with ``bundle: {source: build}``: put from the host's store, no files mirror involved."""
+    files = {}
+    for name in ("runsc", "containerd-shim-runsc-v1"):
+        path = tmp_path / name
+        path.write_bytes(f"#!/bin/sh\necho {name} from the bundle\n".encode())
+        files[name] = (str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    settings = replace(RUNTIMES, runtimes=("runc", "gvisor"), bundle_provides=frozenset(files), bundle_files=files)
+    assert validate_settings(settings, {chroot_host.target.name: ("runtimes",)}) == []
+    target = HostTarget(chroot_host.target.name, chroot_host.target.ssh, roles=("runtimes",))
+    first = configure([target], settings, known_hosts=chroot_host.known_hosts).check()
+    assert {"gvisor: runsc from the bundle", "gvisor: containerd-shim-runsc-v1 from the bundle"} <= set(
+        first.changed[target.name])
+    status, out, err = chroot_host.run("/usr/local/bin/runsc; stat -c %a /usr/local/bin/containerd-shim-runsc-v1")
+    assert (status, out) == (0, "runsc from the bundle\n755\n"), err
+    assert configure([target], settings, known_hosts=chroot_host.known_hosts).check().changed == {}

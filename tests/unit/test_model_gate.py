@@ -174,6 +174,18 @@ def test_runtime_files_without_any_checksum_point_at_mirrors(tmp_path: Path) -> 
     assert problem.location.line == 13
 
 
+def test_with_the_bundle_as_source_gvisor_files_need_no_mirror_but_kata_still_does(tmp_path: Path) -> None:
+    text = HEAD + "groups:\n  box: {roles: [containerd]}\nruntimes: [runc, gvisor, kata]\nbundle: {source: build}\n"
+    problem = only(tmp_path, text)
+    assert problem.message == ("runtimes kata have no Debian package: their files (kata-static.tar.xz) come from "
+                               "mirrors.files, which is not set")
+    assert problem.location.path == "runtimes"
+    lab = valid(tmp_path, text.replace(", kata]", "]"))
+    assert configure_settings(lab).bundle_provides == {"runsc", "containerd-shim-runsc-v1"}
+    auto = problems_of(tmp_path, text.replace(", kata]", "]").replace("source: build", "source: auto"))
+    assert [p.message.split(":")[0] for p in auto] == ["runtimes gvisor have no Debian package"]
+
+
 def test_checksums_given_reach_configure_and_satisfy_its_guard(tmp_path: Path) -> None:
     text = RUNTIMES + f"  checksums:\n    runsc: {SHA}\n    containerd-shim-runsc-v1: {SHA.upper()}\n" \
         f"    kata-static.tar.xz: {SHA}\n"

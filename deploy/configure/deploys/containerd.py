@@ -17,7 +17,7 @@ from deploy.configure.settings import ConfigureSettings
 
 
 def handler_dicts(settings: ConfigureSettings) -> list[dict[str, str | None]]:
-    return [asdict(h) for h in handlers_for(settings.runtimes, settings.file_checksums)]
+    return [asdict(h) for h in handlers_for(settings.runtimes, settings.checksums())]
 
 
 def deploy(ops: OpSink, settings: ConfigureSettings) -> None:

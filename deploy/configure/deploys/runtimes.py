@@ -1,4 +1,5 @@
-"""Container runtime installers: Debian packages where they exist, mirror files with sha256 otherwise."""
+"""Container runtime installers: Debian packages where they exist; otherwise the bundle's files, or mirror
+files with a sha256."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def deploy(ops: OpSink, settings: ConfigureSettings) -> None:
     ops.add("packages", apt.packages, packages=packages(settings), no_recommends=True)
     for name in settings.runtimes:
         spec = runtime(name)
-        if uses_files(spec, settings.file_checksums):
+        if uses_files(spec, settings.checksums()):
             _files(ops, settings, spec)
 
 
@@ -40,6 +41,8 @@ def _files(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec) -> None:
 
 
 def _download(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec, item: MirrorFile) -> OperationMeta:
+    if item.name in settings.bundle_files:
+        return _from_bundle(ops, settings, spec, item)
     mirror = (settings.mirrors_files or "").rstrip("/")
     return ops.add(
         f"{spec.name}: {item.name} from the files mirror",
@@ -49,3 +52,9 @@ def _download(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec, item:
         sha256sum=settings.file_checksums[item.name],
         mode=item.mode,
     )
+
+
+def _from_bundle(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec, item: MirrorFile) -> OperationMeta:
+    """Upload the bundle's copy (pyinfra compares checksums first, so a converged node uploads nothing)."""
+    path, _ = settings.bundle_files[item.name]
+    return ops.add(f"{spec.name}: {item.name} from the bundle", files.put, src=path, dest=item.dest, mode=item.mode)
