@@ -90,6 +90,25 @@ class ContainerdImages(FactBase[list[str]]):
         return sorted(line.strip() for line in output if line.strip())
 
 
+class ContainerdImageDigests(FactBase[dict[str, str]]):
+    """Image name -> target digest in a containerd namespace (``ctr image ls``; empty when it does not answer)."""
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
+
+    def command(self, namespace: str) -> str:
+        return f"ctr -n {shlex.quote(namespace)} image ls 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        images = {}
+        for line in output:
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] != "REF" and fields[2].startswith("sha256:"):
+                images[fields[0]] = fields[2]
+        return images
+
+
 def parse_toml(text: str) -> dict[str, Any]:
     """Parse TOML text; a broken file becomes {"__invalid__": reason} so it compares unequal."""
     try:

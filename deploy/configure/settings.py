@@ -36,6 +36,7 @@ class ConfigureSettings:
     domain: str | None = None  # lab: system.domain (default the lab name); appended in /etc/hosts
     bundle_provides: frozenset[str] = frozenset()  # lab: bundle.source build|offline: files the bundle supplies
     bundle_files: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (host path, sha256), at run
+    bundle_images: dict[str, tuple[str, str]] = field(default_factory=dict)  # image name -> (host path, digest)
 
     def checksums(self) -> dict[str, str]:
         """sha256 of every runtime file that has a source: mirrors.checksums, then the bundle's own."""

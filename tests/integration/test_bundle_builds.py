@@ -7,6 +7,7 @@ built once per session (module-scoped fixtures).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from dataclasses import replace
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bundle import catalog
+from deploy.bundle import BundleStore, catalog
 from deploy.bundle.recipes import GoBuild
 
 pytestmark = [
@@ -85,14 +86,30 @@ def test_etcd_reports_its_version_and_stamped_sha(etcd: Path) -> None:
 CLAIMED = [(minor, name) for minor, pins in catalog.VERSIONS.items() for name in pins.built]
 
 
+@pytest.fixture(scope="module")
+def store() -> BundleStore:
+    """The machine's real store ($LABDEPLOY_CACHE/bundle): built once per machine, then a cached lookup."""
+    return BundleStore()
+
+
 @pytest.mark.parametrize(("minor", "name"), CLAIMED)
 def test_every_binary_the_catalog_claims_builds_and_reports_its_version(
-    minor: str, name: str, tmp_path_factory: pytest.TempPathFactory
+    minor: str, name: str, store: BundleStore
 ) -> None:
     pins = catalog.VERSIONS[minor]
     recipe = catalog.kube(name, pins)
-    binary = _build(recipe, tmp_path_factory.mktemp(f"{name}-{minor}"))[0]  # 1.36 kubeadm: a warm relink
+    artifact, _ = store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
+    assert hashlib.sha256(artifact.path.read_bytes()).hexdigest() == artifact.sha256
     expected = {"kubeadm": pins.kubernetes, "kubectl": f"Client Version: {pins.kubernetes}"}
-    first = recipe.check(binary).splitlines()[0]
+    first = recipe.check(artifact.path).splitlines()[0]
     assert first == expected.get(name, f"Kubernetes {pins.kubernetes}")  # kubelet and the control plane
-    assert _is_static(binary)
+    assert _is_static(artifact.path)
+
+
+@pytest.mark.parametrize("minor", sorted(catalog.VERSIONS))
+def test_each_minor_has_an_etcd_of_kubeadms_line(minor: str, store: BundleStore) -> None:
+    pins = catalog.VERSIONS[minor]
+    recipe = catalog.etcd(pins.etcd)
+    artifact, _ = store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
+    assert f"etcd Version: {pins.etcd.lstrip('v')}" in recipe.check(artifact.path)
+    assert pins.etcd.lstrip("v").split(".")[:2] == pins.kubeadm_etcd.split(".")[:2]  # same minor as kubeadm's

@@ -1,7 +1,9 @@
 """containerd: package, config.toml with one handler per runtime, registry mirror; restart on change.
 
 Last, a tiny local image (``containerd.SMOKE_IMAGE`` in namespace k8s.io, made on the node from
-its own /bin/sh and /bin/echo) that the post-deploy smoke checks run under each handler.
+its own /bin/sh and /bin/echo) that the post-deploy smoke checks run under each handler; then the
+bundle's images (kubeadm's control plane, pause, CoreDNS, the verification images), imported from
+OCI archives and pinned, so a node needs no registry.
 """
 
 from __future__ import annotations
@@ -43,3 +45,5 @@ def deploy(ops: OpSink, settings: ConfigureSettings) -> None:
         _if=lambda: any(meta.did_change() for meta in changes),
     )
     ops.add("smoke test image", containerd.smoke_image)
+    for name, (src, digest) in sorted(settings.bundle_images.items()):
+        ops.add(f"image {name}", containerd.bundle_image, image=name, src=src, digest=digest)

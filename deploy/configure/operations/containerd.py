@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Generator
 from typing import Any
 
 import tomli_w
+from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.exceptions import OperationValueError
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.files import File
 
-from deploy.configure.facts import ContainerdImages, TomlFile, parse_toml
+from deploy.configure.facts import ContainerdImageDigests, ContainerdImages, TomlFile, parse_toml
 from deploy.configure.operations import put_text
 
 CRI = "io.containerd.grpc.v1.cri"  # the CRI plugin's table under [plugins]
@@ -150,3 +152,26 @@ def smoke_image(name: str = SMOKE_IMAGE, namespace: str = SMOKE_NAMESPACE) -> Ge
         host.noop(f"image {name} is in containerd namespace {namespace}")
         return
     yield smoke_image_script(name, namespace)
+
+
+PINNED = "io.cri-containerd.pinned=pinned"  # the CRI plugin reports such images pinned: the kubelet's GC keeps them
+
+
+@operation()
+def bundle_image(image: str, src: str, digest: str, namespace: str = "k8s.io") -> Generator[Any]:
+    """Import the bundle's OCI archive ``src`` (a host path) as ``image`` and pin it.
+
+    Nothing happens when containerd already has ``image`` at ``digest`` (the manifest digest the
+    archive's index names); otherwise the archive is uploaded, imported, labelled and removed.
+    """
+    if not digest.startswith("sha256:"):
+        raise OperationValueError(f"image {image}: digest must be sha256:<hex>, got {digest!r}")
+    have = host.get_fact(ContainerdImageDigests, namespace=namespace).get(image)
+    if have == digest:
+        host.noop(f"image {image} is in containerd namespace {namespace} at {digest[:19]}")
+        return
+    remote = f"/var/tmp/labdeploy-image-{hashlib.sha256(image.encode()).hexdigest()[:16]}.tar"
+    ns, ref, tmp = shlex.quote(namespace), shlex.quote(image), shlex.quote(remote)
+    yield FileUploadCommand(src, remote)
+    yield (f"ctr -n {ns} image import {tmp} >/dev/null && ctr -n {ns} image label {ref} {PINNED} >/dev/null; "
+           f"status=$?; rm -f {tmp}; exit $status")
