@@ -244,6 +244,17 @@ def test_a_member_that_climbs_out_is_refused(server: Server, store: BundleStore,
     assert not (tmp_path / "crictl").exists()
 
 
+def test_an_unsafe_member_after_the_wanted_one_removes_what_was_extracted(server: Server, tmp_path: Path) -> None:
+    rel = _release(CRICTL)
+    _publish(server, rel, _tarball({"crictl": (b"crictl", 0o755), "../evil": (b"evil", 0o644)}))
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(FetchError, match=r"'\.\./evil' is absolute or climbs out"):
+        server.mirror().fetch(rel, work / "crictl")
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "evil").exists()
+
+
 def test_a_wanted_member_that_is_a_link_is_refused(server: Server, store: BundleStore) -> None:
     rel = _release(CRICTL)
     buffer = io.BytesIO()
