@@ -3,6 +3,8 @@
     fetcher = Fetcher(mirror_base=mirror_layout("http://files.internal/"))   # or {} for upstream only
     store.ensure(rel.key, fetcher.producer(rel))   # Source("upstream", <the URL it came from>)
     fetcher.fetch(rel, out)                        # the same by hand: writes ``out`` or nothing
+    fetcher_for("auto", files="http://files.internal/")   # the lab's bundle.source and mirrors.files
+    ensure_release(store, key, fetcher)            # (Artifact, "built" | "cached"), None when no release is known
 
 Sources, in order: the mirror of the release's host (when ``mirror_base`` maps that host, i.e. the
 URL's ``host[:port]``, to a base URL: the upstream path is appended to it), then upstream itself
@@ -40,11 +42,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from deploy.bundle import BundleError, Producer, Source, upstream
+from deploy.bundle import Artifact, ArtifactKey, BundleError, BundleStore, Outcome, Producer, Source, upstream
 from deploy.bundle.upstream import Release
 from deploy.retry import Deadline, Interval, RetryTimeout, backoff, retry
 
-__all__ = ["FetchError", "Fetcher", "mirror_layout", "mirror_url"]
+__all__ = ["FetchError", "Fetcher", "ensure_release", "fetcher_for", "mirror_layout", "mirror_url"]
 
 MiB = 2**20
 CHECKSUM_CAP = MiB  # a checksum file larger than this is not one
@@ -82,6 +84,32 @@ def mirror_layout(files: str) -> dict[str, str]:
     """
     _require_http(files, "mirrors.files")
     return {host: f"{files.rstrip('/')}/{host}" for host in upstream.HOSTS}
+
+
+def fetcher_for(source: str, files: str | None = None) -> Fetcher | None:
+    """The Fetcher of a lab's ``bundle.source`` (None: never download) and ``mirrors.files``.
+
+    ``auto``: the mirror (when ``files`` is set), then upstream; ``upstream``: upstream only;
+    ``build`` and ``offline``: None.
+    """
+    if source == "auto":
+        return Fetcher(mirror_base=mirror_layout(files) if files else {})
+    if source == "upstream":
+        return Fetcher()
+    if source in ("build", "offline"):
+        return None
+    raise BundleError(f"bundle source {source!r} is not one of auto, upstream, build, offline")
+
+
+def ensure_release(store: BundleStore, key: ArtifactKey, fetcher: Fetcher) -> tuple[Artifact, Outcome] | None:
+    """``key`` from the store, else downloaded into it; None when upstream publishes no release of it.
+
+    A cached artifact is returned without any network traffic (no checksum file is fetched).
+    """
+    rel = upstream.release(key)
+    if rel is None:
+        return None
+    return store.ensure(key, fetcher.producer(rel))
 
 
 @dataclass(frozen=True)

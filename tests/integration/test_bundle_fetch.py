@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from deploy.bundle import ArtifactKey, BundleStore, upstream
-from deploy.bundle.fetch import Fetcher, FetchError, mirror_layout
+from deploy.bundle.fetch import Fetcher, FetchError, ensure_release, mirror_layout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -167,7 +167,10 @@ def test_recorded_checksum_files_verify_the_recorded_downloads(
 ) -> None:
     key = ArtifactKey(name, version)
     rel = _release(key)
-    art, _ = store.ensure(key, recorded.mirror().producer(rel))
+    found = ensure_release(store, key, recorded.mirror())
+    assert found is not None
+    art, outcome = found
+    assert outcome == "built"
     parts = urlsplit(rel.url)
     stand_in = (FIXTURES / parts.netloc / parts.path.lstrip("/")).read_bytes()
     assert art.sha256 == _sha(stand_in)

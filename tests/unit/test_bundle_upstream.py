@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from deploy.bundle import ArtifactKey, BundleError, catalog, upstream
-from deploy.bundle.fetch import Fetcher, FetchError, mirror_layout, mirror_url
+from deploy.bundle import ArtifactKey, BundleError, BundleStore, Source, catalog, upstream
+from deploy.bundle.fetch import Fetcher, FetchError, ensure_release, fetcher_for, mirror_layout, mirror_url
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bundle" / "upstream"
 GH = "https://github.com"
@@ -174,3 +174,37 @@ def test_no_source_at_all_says_what_to_set(tmp_path: Path) -> None:
         Fetcher(upstream=False).fetch(_release("kubeadm", "v1.36.3"), tmp_path / "kubeadm")
     assert isinstance(info.value, BundleError)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fetcher_for_each_bundle_source() -> None:
+    auto = fetcher_for("auto", files="http://files.internal/")
+    assert auto is not None
+    assert auto.upstream
+    assert auto.mirror_base["dl.k8s.io"] == "http://files.internal/dl.k8s.io"
+    plain = fetcher_for("auto")
+    assert plain is not None
+    assert dict(plain.mirror_base) == {}
+    up = fetcher_for("upstream", files="http://files.internal/")
+    assert up is not None
+    assert (dict(up.mirror_base), up.upstream) == ({}, True)  # upstream: release URLs, not the mirror
+    assert fetcher_for("build") is None
+    assert fetcher_for("offline") is None
+    with pytest.raises(BundleError, match="not one of auto, upstream, build, offline"):
+        fetcher_for("sideways")
+
+
+def test_ensure_release_serves_the_store_without_traffic(tmp_path: Path) -> None:
+    """A cached artifact comes back as is; the fetcher (pointed at a closed port) is never used."""
+    store = BundleStore(tmp_path / "bundle")
+    key = ArtifactKey("kubeadm", "v1.36.3")
+
+    def stand_in(path: Path) -> Source:
+        path.write_bytes(b"kubeadm")
+        return Source("upstream", "https://dl.k8s.io/release/v1.36.3/bin/linux/amd64/kubeadm")
+
+    store.ensure(key, stand_in)
+    dead = Fetcher(mirror_base={"dl.k8s.io": "http://127.0.0.1:9"}, upstream=False, attempts=1)
+    found = ensure_release(store, key, dead)
+    assert found is not None
+    assert (found[1], found[0].path.read_bytes()) == ("cached", b"kubeadm")
+    assert ensure_release(store, ArtifactKey("pause", catalog.PAUSE_VERSION), dead) is None
