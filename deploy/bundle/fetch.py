@@ -12,7 +12,8 @@ URL's ``host[:port]``, to a base URL: the upstream path is appended to it), then
 both from the same place. The download streams to a ``.part`` file next to ``out`` while it is
 hashed, bounded by ``timeout_s`` per socket operation, ``deadline_s`` in all and ``max_bytes``.
 
-Failures (every one a :class:`FetchError`, a BundleError: exit 4, with the URL and what to do):
+Failures (a :class:`FetchError`, or upstream.ChecksumError for a malformed checksum file; both
+BundleErrors, exit 4, with the URL and what to do):
 
 - connection refused/reset, timeouts, a cut-off body, HTTP 408/429/5xx: retried with
   :func:`deploy.retry.retry` up to ``attempts`` tries, then the next source;
