@@ -18,6 +18,9 @@ def bundle_parser(sub: Any) -> None:
     build.add_argument("--kubernetes", metavar="MINOR", help="without a lab: the Kubernetes minor, e.g. 1.36")
     build.add_argument("--runtimes", default="runc", help="without a lab: runtimes, comma-separated (gvisor,wasmedge)")
     build.add_argument("--parallel", type=int, help="artifacts built at once (default: half the CPUs)")
+    build.add_argument("--source", choices=("auto", "upstream", "build"),
+                       help="download (upstream), build, or download then build (auto); default: the lab's "
+                            "bundle.source, or build without a lab")
     verbs.add_parser("list", help="what the store holds")
     prune = verbs.add_parser("prune", help="keep only the newest versions of each artifact")
     prune.add_argument("--keep", type=int, required=True, metavar="N", help="versions to keep per artifact")
@@ -48,18 +51,25 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def _bundle_build(args: argparse.Namespace, store: Any) -> int:
     from deploy.bundle import build as bundle
+    from deploy.bundle.fetch import fetcher_for
     from deploy.cli import out
 
+    source, files = args.source or "build", None
     if args.lab is not None:
         from deploy.model import open_lab
 
-        want = bundle.lab_wanted(open_lab(args.lab)[1])
+        resolved = open_lab(args.lab)[1]
+        want = bundle.lab_wanted(resolved)
+        source, files = args.source or resolved.lab.bundle.source, resolved.lab.mirrors.files
     else:
         want = bundle.wanted(args.kubernetes, [r for r in args.runtimes.split(",") if r])
+    if source == "offline":  # the lab says never to build or download: only check what is there
+        bundle.refuse_missing(want, store, str(args.lab))
     quiet = args.output == "json"
     view = _BuildView(len(want.recipes), quiet)
     try:
-        lines = bundle.build(want, store, parallel=args.parallel, on_event=view.event)
+        lines = bundle.build(want, store, parallel=args.parallel, on_event=view.event,
+                             fetcher=fetcher_for(source, files), fallback=source == "auto")
     finally:
         view.close()
     if quiet:
@@ -71,8 +81,9 @@ def _bundle_build(args: argparse.Namespace, store: Any) -> int:
         if want.not_buildable:
             out.print(f"  not buildable by this version yet: {', '.join(str(k) for k in want.not_buildable)}",
                       markup=False)
-        out.print(f"{sum(x.outcome == 'built' for x in lines)} built, {sum(x.outcome == 'cached' for x in lines)} "
-                  f"cached, {sum(x.outcome == 'failed' for x in lines)} failed ({store.root}).", markup=False)
+        outcomes = ("built", "fetched", "cached", "failed")
+        counts = ", ".join(f"{sum(x.outcome == o for x in lines)} {o}" for o in outcomes)
+        out.print(f"{counts} ({store.root}).", markup=False)
     return 6 if any(x.outcome == "failed" for x in lines) else 0
 
 
@@ -102,6 +113,9 @@ class _BuildView:
             key = event["key"]
             if event["status"] == "started":
                 self.running[key] = time.monotonic()
+            elif event["status"] == "fallback":
+                self.progress.console.print(f"  {key}: download failed, building it instead ({event['error']})",
+                                            markup=False)
             else:
                 self.running.pop(key, None)
                 self.progress.advance(self.task)

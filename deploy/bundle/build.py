@@ -1,7 +1,7 @@
 """Filling the bundle store with what a lab (or a Kubernetes minor and runtimes) needs.
 
     wanted(...)  -> Wanted: recipes that can build here, and artifacts no recipe can make yet
-    build(...)   -> one line per artifact (built / cached, seconds, size), in parallel where the machine allows
+    build(...)   -> one line per artifact (built / fetched / cached, seconds, size), in parallel where it can
     refuse_missing(...) raises the ``bundle: {source: offline}`` PlanError before any side effect
 
 The store (``deploy.bundle.store``) keeps each artifact once, content-addressed, under a lock;
@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.bundle import ArtifactKey, BundleStore, catalog
+from deploy.bundle import Artifact, ArtifactKey, BundleError, BundleStore, catalog
+from deploy.bundle.fetch import Fetcher, FetchError, ensure_release
 from deploy.bundle.recipes import Recipe
 from deploy.errors import LabError, PlanError
 from deploy.model.resolve import ResolvedLab
@@ -38,7 +39,7 @@ class Wanted:
 @dataclass(frozen=True)
 class Line:
     key: ArtifactKey
-    outcome: str  # built | cached | failed
+    outcome: str  # built | fetched | cached | failed
     seconds: float
     size: int = 0
     error: str = ""
@@ -65,11 +66,13 @@ def lab_wanted(resolved: ResolvedLab) -> Wanted:
 
 
 def build(want: Wanted, store: BundleStore, *, parallel: int | None = None,
-          on_event: EventSink = lambda _e: None) -> list[Line]:
+          on_event: EventSink = lambda _e: None, fetcher: Fetcher | None = None, fallback: bool = True) -> list[Line]:
     """Ensure every buildable artifact; a failure fails its line and what is made from it only.
 
     Recipes run in waves: one whose ``requires`` are not yet ensured waits for a later wave, so
     an image is packed only after its binaries are in the store. Lines keep the recipes' order.
+    With a ``fetcher`` (``bundle.source`` auto or upstream) an artifact with an upstream release is
+    downloaded and checked first; ``fallback`` (auto) builds it when the download fails.
     """
     workers = parallel or max(1, min(len(want.recipes), (os.cpu_count() or 2) // 2))
     lines: dict[ArtifactKey, Line] = {}
@@ -79,7 +82,7 @@ def build(want: Wanted, store: BundleStore, *, parallel: int | None = None,
             wave, blocked, pending = _next_wave(pending, lines)
             for recipe, why in blocked:
                 lines[recipe.key] = Line(recipe.key, "failed", 0.0, error=why)
-            for line in pool.map(lambda r: _one(r, store, on_event), wave):
+            for line in pool.map(lambda r: _one(r, store, on_event, fetcher, fallback), wave):
                 lines[line.key] = line
     return [lines[r.key] for r in want.recipes]
 
@@ -105,11 +108,11 @@ def _next_wave(pending: list[Recipe], done: dict[ArtifactKey, Line]
     return ready, blocked, waiting
 
 
-def _one(recipe: Recipe, store: BundleStore, on_event: EventSink) -> Line:
+def _one(recipe: Recipe, store: BundleStore, on_event: EventSink, fetcher: Fetcher | None, fallback: bool) -> Line:
     start = time.monotonic()
     on_event({"event": "bundle", "status": "started", "key": str(recipe.key)})
     try:
-        artifact, outcome = store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
+        artifact, outcome = _ensure(recipe, store, on_event, fetcher, fallback)
     except LabError as exc:
         line = Line(recipe.key, "failed", time.monotonic() - start, error=exc.message)
     else:
@@ -117,6 +120,26 @@ def _one(recipe: Recipe, store: BundleStore, on_event: EventSink) -> Line:
     on_event({"event": "bundle", "status": line.outcome, "key": str(recipe.key), "seconds": round(line.seconds, 3),
               "size": line.size, **({"error": line.error} if line.error else {})})
     return line
+
+
+def _ensure(recipe: Recipe, store: BundleStore, on_event: EventSink, fetcher: Fetcher | None,
+            fallback: bool) -> tuple[Artifact, str]:
+    """Download (when a fetcher is given and upstream publishes the artifact), else build."""
+    if fetcher is not None:
+        try:
+            fetched = ensure_release(store, recipe.key, fetcher)
+        except FetchError as exc:
+            if not fallback:
+                raise
+            on_event({"event": "bundle", "status": "fallback", "key": str(recipe.key), "error": exc.message})
+        else:
+            if fetched is not None:
+                artifact, outcome = fetched
+                return artifact, "fetched" if outcome == "built" else outcome
+            if not fallback:
+                raise BundleError(f"{recipe.key} has no upstream release to download",
+                                  hint="use bundle: {source: auto} or build to build it from its recipe")
+    return store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
 
 
 def refuse_missing(want: Wanted, store: BundleStore, lab_file: str) -> None:

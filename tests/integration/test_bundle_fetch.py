@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from deploy.bundle import ArtifactKey, BundleStore, upstream
+from deploy.bundle import ArtifactKey, BundleStore, catalog, upstream
+from deploy.bundle.build import Wanted, build
 from deploy.bundle.fetch import Fetcher, FetchError, ensure_release, mirror_layout
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -301,3 +302,36 @@ def test_a_stalled_server_hits_the_timeout(server: Server, store: BundleStore, w
     assert rel.url in info.value.message
     assert server.requests.count(path) == 2
     _nothing_stored(store)
+
+
+# -- bundle.source auto | upstream through deploy.bundle.build -------------------------------------
+
+
+def test_auto_downloads_what_a_mirror_has_and_builds_what_it_lacks(server: Server, store: BundleStore) -> None:
+    crictl = b"\x7fELF crictl from the mirror\n"
+    _publish(server, _release(CRICTL), _tarball({"crictl": (crictl, 0o755)}))
+    events: list[dict[str, Any]] = []
+    want = Wanted([catalog.crictl(), catalog.pause()])  # pause has no upstream release: always built
+    lines = build(want, store, fetcher=server.mirror(), fallback=True, on_event=events.append)
+    assert [(line.key.name, line.outcome) for line in lines] == [("crictl", "fetched"), ("pause", "built")]
+    got = store.get(CRICTL)
+    assert got is not None
+    assert (got.source.kind, got.path.read_bytes()) == ("upstream", crictl)
+    assert [line.outcome for line in build(want, store, fetcher=server.mirror())] == ["cached", "cached"]
+
+
+def test_a_failed_download_falls_back_to_the_recipe_only_with_auto(server: Server, tmp_path: Path) -> None:
+    rel = _release(CRICTL)
+    _publish(server, rel, _tarball({"crictl": (b"tampered", 0o755)}), digest="0" * 64)
+    recipe = catalog.crictl()
+    strict = build(Wanted([recipe]), BundleStore(tmp_path / "a"), fetcher=server.mirror(), fallback=False)
+    assert strict[0].outcome == "failed"
+    assert "checksum mismatch" in strict[0].error
+    events: list[dict[str, Any]] = []
+    auto_store = BundleStore(tmp_path / "b")
+    lines = build(Wanted([recipe]), auto_store, fetcher=server.mirror(), fallback=True, on_event=events.append)
+    assert lines[0].outcome == "built"  # the real Go build (a warm relink on this machine)
+    assert [e["status"] for e in events] == ["started", "fallback", "built"]
+    built = auto_store.get(CRICTL)
+    assert built is not None
+    assert built.source.kind == "build"
