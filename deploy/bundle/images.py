@@ -2,8 +2,7 @@
 
     ImageRecipe       one image, one layout tar; key ``image:<repository path>@<tag>``; its recipe hash
                       covers the sha256 of every input artifact (got through a ``Fetch``)
-    DebDownload       a Debian package, ``apt-get download <package>=<version>`` (key ``deb:<package>``)
-    WatBuild          the project's own Wasm module, ``wat2wasm`` of deploy/bundle/wasm/<name>.wat
+                      (its layer items and the Debian/Wasm input recipes: deploy.bundle.image_inputs)
     for_minor(k, fetch)     kubeadm's seven images for a minor (names as ``kubeadm config images list``)
     verification(fetch)     the shell (busybox) and Wasm images for verification pods
     needs(k, store, recipes) / planned(...)   what a lab's bundle build adds (see the functions)
@@ -11,22 +10,24 @@
 Where the content is a nearer release than kubeadm's tag (catalog: etcd, CoreDNS), the image is
 tagged as kubeadm expects and the config label ``org.opencontainers.image.version`` says what is
 really inside; ``io.labdeploy.artifacts`` lists the artifacts it was made from.
+
+kube-proxy gets Debian 12's iptables (nft backend, as Debian 12 nodes use) under the names it
+runs (iptables, iptables-save, iptables-restore and the ip6tables ones), like upstream's
+distroless-iptables base; the other control-plane images are the static binary alone.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from deploy.bundle import Artifact, ArtifactKey, BundleStore, catalog, oci
-from deploy.bundle.recipes import BuildError, Recipe, _need_tool
+from deploy.bundle.image_inputs import Busybox, DebDownload, DebTree, Entry, Fetch, Item, WatBuild, _run, deb
+from deploy.bundle.recipes import BuildError, Recipe
 from deploy.bundle.store import Outcome
 
-Fetch = Callable[[ArtifactKey], Artifact]
 REGISTRY = "registry.k8s.io"
 LOCAL = "localhost/labdeploy"  # our own images: never pulled (a "localhost/" name stays as it is in containerd)
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
@@ -36,63 +37,19 @@ WASM_VERSION = "1.0.0"
 WASM_LINE = "labdeploy wasm: hello"
 WASM_VARIANT = ("module.wasm.image/variant", "compat")  # crun's wasm handler runs images marked so
 ARTIFACTS_LABEL = "io.labdeploy.artifacts"
-TIMEOUT = 300.0
-
-
-def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BuildError(f"{what}: `{' '.join(argv)}` failed: {exc}") from exc
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise BuildError(f"{what}: `{' '.join(argv)}` exited {done.returncode}:\n{tail}")
-    return done.stdout
-
-
-# --- what goes into a layer ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A file of the image: an artifact's file, literal bytes, or a symlink."""
-
-    path: str
-    mode: int = 0o755
-    artifact: ArtifactKey | None = None
-    data: bytes | None = None
-    link: str | None = None
-
-    def spec(self) -> dict[str, object]:
-        return {"path": self.path, "mode": self.mode, "artifact": str(self.artifact) if self.artifact else None,
-                "data": self.data.hex() if self.data is not None else None, "link": self.link}
-
-    def file(self, fetch: Fetch) -> oci.File:
-        if self.artifact is not None:
-            return oci.File(self.path, self.mode, source=fetch(self.artifact).path)
-        return oci.File(self.path, self.mode, data=self.data, link=self.link)
-
-
-@dataclass(frozen=True)
-class Busybox:
-    """/bin/busybox out of a busybox-static .deb artifact, and a symlink for each of its applets."""
-
-    artifact: ArtifactKey
-
-    def spec(self) -> dict[str, object]:
-        return {"busybox-from-deb": str(self.artifact)}
-
-    def files(self, fetch: Fetch, work: Path) -> list[oci.File]:
-        _need_tool("dpkg-deb", "apt-get install dpkg")
-        tree = work / "busybox-deb"
-        _run(["dpkg-deb", "-x", str(fetch(self.artifact).path), str(tree)], "busybox-static")
-        binary = tree / "bin" / "busybox"
-        applets = _run([str(binary), "--list-full"], "busybox --list-full").split()
-        links = [oci.File(f"/{name}", link="/bin/busybox") for name in sorted(set(applets)) if name != "bin/busybox"]
-        return [oci.File("/bin/busybox", 0o755, source=binary), *links]
-
-
-Item = Entry | Busybox
+IPTABLES_DEBS = {  # Debian 12: iptables and what it links against (`apt-cache depends iptables`)
+    "libc6": "2.36-9+deb12u14",
+    "libmnl0": "1.0.4-3",
+    "libnfnetlink0": "1.0.2-2",
+    "libnetfilter-conntrack3": "1.0.9-3",
+    "libnftnl11": "1.2.4-2",
+    "libxtables12": "1.8.9-2",
+    "libip4tc2": "1.8.9-2",
+    "libip6tc2": "1.8.9-2",
+    "iptables": "1.8.9-2",
+    "netbase": "6.4",
+}
+IPTABLES_NAMES = tuple(f"{family}{tail}" for family in ("iptables", "ip6tables") for tail in ("", "-save", "-restore"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +88,7 @@ class ImageRecipe(Recipe):
         for layer in self.layers:
             files: list[oci.File] = []
             for item in layer:
-                files += item.files(self.fetch, work) if isinstance(item, Busybox) else [item.file(self.fetch)]
+                files += item.files(self.fetch, work)
             layers.append(tuple(files))
         return oci.Image(self.reference, tuple(layers), self.config, self.annotations)
 
@@ -171,6 +128,17 @@ def binary_image(reference: str, binary: ArtifactKey, at: str, fetch: Fetch, *,
     return ImageRecipe(key=image_key(reference), reference=reference, layers=(entries,), config=config, fetch=fetch)
 
 
+def iptables_debs() -> list[DebDownload]:
+    return [deb(package, version) for package, version in IPTABLES_DEBS.items()]
+
+
+def with_iptables(recipe: ImageRecipe) -> ImageRecipe:
+    """The image with a first layer of Debian's iptables (nft backend) and its libraries."""
+    links = tuple(Entry(f"/usr/sbin/{name}", link="xtables-nft-multi") for name in IPTABLES_NAMES)
+    base: tuple[Item, ...] = (*(DebTree(d.key) for d in iptables_debs()), *links)
+    return replace(recipe, layers=(base, *recipe.layers))
+
+
 # --- the images of a Kubernetes minor --------------------------------------------------------------
 
 
@@ -193,6 +161,7 @@ def for_minor(kubernetes: str, fetch: Fetch) -> list[ImageRecipe]:
     names = references(pins)
     kube = [binary_image(ref, ArtifactKey(n, pins.kubernetes), "/usr/local/bin", fetch)
             for ref, n in zip(names, CONTROL_PLANE, strict=False)]
+    kube[3] = with_iptables(kube[3])  # kube-proxy
     coredns = binary_image(names[4], ArtifactKey("coredns", pins.coredns), "/", fetch)
     pause = binary_image(names[5], catalog.pause().key, "/", fetch)
     etcd = binary_image(names[6], ArtifactKey("etcd", pins.etcd), "/usr/local/bin", fetch)
@@ -202,65 +171,8 @@ def for_minor(kubernetes: str, fetch: Fetch) -> list[ImageRecipe]:
 # --- the images of the verification pods -----------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class DebDownload(Recipe):
-    """One Debian package file as the mirror serves it: ``apt-get download <package>=<version>``."""
-
-    package: str
-
-    def inputs(self) -> list[tuple[str, bytes]]:
-        return [("apt", f"{self.package}={self.key.version}".encode())]
-
-    def ref(self) -> str:
-        return f"apt-get download {self.package}={self.key.version}"
-
-    def build(self, out: Path) -> None:
-        _need_tool("apt-get", "a Debian or Ubuntu machine with apt, and `apt-get update` run")
-        folder = out.parent / "deb"
-        folder.mkdir()
-        _run(["apt-get", "download", f"{self.package}={self.key.version}"], self.ref(), cwd=folder)
-        found = sorted(folder.glob("*.deb"))
-        if len(found) != 1:
-            raise BuildError(f"{self.ref()} left {len(found)} .deb files, not one")
-        shutil.move(found[0], out)
-
-    def check(self, path: Path) -> str:
-        return _run(["dpkg-deb", "-f", str(path), "Package", "Version"], "dpkg-deb -f").strip()
-
-
-@dataclass(frozen=True, kw_only=True)
-class WatBuild(Recipe):
-    """A Wasm module of the project's own: ``wat2wasm`` (Debian ``wabt``) of a .wat file."""
-
-    source: Path
-
-    def inputs(self) -> list[tuple[str, bytes]]:
-        try:
-            text = self.source.read_bytes()
-        except OSError as exc:
-            raise BuildError(f"{self.key.name}: cannot read {self.source}: {exc}") from exc
-        return [("wat", text), ("wat2wasm", _wat2wasm_version().encode())]
-
-    def ref(self) -> str:
-        return f"wat2wasm deploy/bundle/wasm/{self.source.name}"
-
-    def build(self, out: Path) -> None:
-        _need_tool("wat2wasm", "apt-get install wabt")
-        _run(["wat2wasm", str(self.source), "-o", str(out)], self.ref())
-
-    def check(self, path: Path) -> str:
-        _need_tool("wasm-validate", "apt-get install wabt")
-        _run(["wasm-validate", str(path)], "wasm-validate")
-        return f"valid wasm, {path.stat().st_size} bytes"
-
-
-def _wat2wasm_version() -> str:
-    tool = shutil.which("wat2wasm")
-    return _run([tool, "--version"], "wat2wasm --version").strip() if tool else "wat2wasm-missing"
-
-
 def busybox_deb() -> DebDownload:
-    return DebDownload(key=ArtifactKey("deb:busybox-static", BUSYBOX_DEB), package="busybox-static")
+    return deb("busybox-static", BUSYBOX_DEB)
 
 
 def hello_wasm() -> WatBuild:
@@ -333,7 +245,7 @@ def _images(kubernetes: str | None, fetch: Fetch) -> list[ImageRecipe]:
 def needs(kubernetes: str | None, store: BundleStore, recipes: Iterable[Recipe]) -> list[Recipe]:
     """The image recipes whose inputs ``recipes`` (the lab's binaries) or the store can give, and the
     recipes of their own inputs (the busybox .deb, the Wasm module). Add them to the lab's build."""
-    own: list[Recipe] = [busybox_deb(), hello_wasm()]
+    own: list[Recipe] = [busybox_deb(), hello_wasm(), *(iptables_debs() if kubernetes is not None else [])]
     known = [*recipes, *own]
     fetch = ensuring(store, known)
     have = {r.key for r in known} | {a.key for a in store.list()}

@@ -159,3 +159,11 @@ def test_control_plane_binaries_run_by_name(ctr: Ctr) -> None:
     assert out.strip() == f"Kubernetes {pins.kubernetes}"
     out = _run(ctr, f"registry.k8s.io/etcd:{pins.kubeadm_etcd}", "etcd-version", "etcd", "--version")
     assert f"etcd Version: {pins.etcd.lstrip('v')}" in out
+
+
+@pytest.mark.usefixtures("imported")
+def test_kube_proxy_has_debians_iptables_with_the_nft_backend(ctr: Ctr) -> None:
+    image = f"registry.k8s.io/kube-proxy:{catalog.VERSIONS[MINOR].kubernetes}"
+    for name in ("iptables", "ip6tables-restore"):
+        assert _run(ctr, image, f"proxy-{name}", name, "--version").strip() == f"{name} v1.8.9 (nf_tables)"
+    assert _run(ctr, image, "proxy-version", "kube-proxy", "--version").strip().startswith("Kubernetes v1.36")
