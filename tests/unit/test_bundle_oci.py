@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.bundle import ArtifactKey, BundleStore, Source, catalog, images, oci
+from deploy.bundle import ArtifactKey, BundleStore, Source, catalog, image_inputs, images, oci
 from deploy.bundle.recipes import BuildError
 
 PAUSE = "registry.k8s.io/pause:3.10.2"
@@ -302,3 +302,44 @@ def test_the_wasm_module_is_a_valid_wasi_command_that_writes_the_line(tmp_path: 
                           capture_output=True, text=True, check=False)
     # wabt's interpreter has no WASI here; it still shows the module's only import is fd_write
     assert "wasi_snapshot_preview1.fd_write" in host.stdout + host.stderr
+
+
+def _deb(tmp_path: Path) -> Path:
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: labdeploy-test\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: t\n"
+    )
+    (root / "usr" / "sbin").mkdir(parents=True)
+    (root / "usr" / "sbin" / "tool").write_bytes(b"#!/bin/sh\n")
+    (root / "usr" / "sbin" / "tool").chmod(0o750)
+    (root / "usr" / "sbin" / "alias").symlink_to("tool")
+    (root / "usr" / "share" / "doc" / "labdeploy-test").mkdir(parents=True)
+    (root / "usr" / "share" / "doc" / "labdeploy-test" / "copyright").write_text("c")
+    out = tmp_path / "test.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_a_deb_tree_gives_its_files_modes_and_links_without_docs(tmp_path: Path) -> None:
+    store = BundleStore(tmp_path / "store")
+    key = ArtifactKey("deb:labdeploy-test", "1.0-1")
+    _put(store, key, _deb(tmp_path).read_bytes())
+    (tmp_path / "work").mkdir()
+    files = image_inputs.DebTree(key).files(images.from_store(store), tmp_path / "work")
+    got = [(f.path, f.mode, f.link) for f in files]
+    assert got == [("/usr/sbin/alias", 0o644, "tool"), ("/usr/sbin/tool", 0o750, None)]
+
+
+def test_kube_proxy_has_an_iptables_layer_below_its_binary() -> None:
+    fetch = images.from_store(BundleStore(Path("/nonexistent")))
+    proxy = next(r for r in images.for_minor("1.36", fetch) if "kube-proxy" in r.reference)
+    base, binary = proxy.layers
+    assert [type(i).__name__ for i in base].count("DebTree") == len(images.IPTABLES_DEBS)
+    links = {i.path: i.link for i in base if isinstance(i, image_inputs.Entry)}
+    assert links["/usr/sbin/iptables-restore"] == "xtables-nft-multi"
+    assert set(links) == {f"/usr/sbin/{n}" for n in ("iptables", "iptables-save", "iptables-restore",
+                                                     "ip6tables", "ip6tables-save", "ip6tables-restore")}
+    assert [i.path for i in binary] == ["/usr/local/bin/kube-proxy"]
+    assert ArtifactKey("deb:iptables", "1.8.9-2") in proxy.artifacts
