@@ -259,3 +259,23 @@ def planned(kubernetes: str | None, store: BundleStore, recipes: Iterable[Recipe
     made = {r.key for r in needs(kubernetes, store, given)}
     return [image.key for image in _images(kubernetes, from_store(store)) if image.key not in made]
 
+
+
+# --- on a node -----------------------------------------------------------------------------------
+
+PINNED = ("io.cri-containerd.pinned", "pinned")  # the CRI reports such images as pinned: kubelet's GC keeps them
+NAMESPACE = "k8s.io"  # the containerd namespace the CRI (and so the kubelet) sees
+
+
+def ctr_import(layout: Path | str, address: str | None = None) -> list[str]:
+    """The argv that imports one layout tar where the kubelet finds it (names from io.containerd.image.name)."""
+    return [*_ctr(address), "images", "import", "--all-platforms", str(layout)]
+
+
+def ctr_pin(reference: str, address: str | None = None) -> list[str]:
+    """The argv that pins an imported image (containerd >= 1.7 reports the label to the kubelet as pinned)."""
+    return [*_ctr(address), "images", "label", reference, "=".join(PINNED)]
+
+
+def _ctr(address: str | None) -> list[str]:
+    return ["ctr", *(["--address", address] if address else []), "-n", NAMESPACE]

@@ -343,3 +343,12 @@ def test_kube_proxy_has_an_iptables_layer_below_its_binary() -> None:
                                                      "ip6tables", "ip6tables-save", "ip6tables-restore")}
     assert [i.path for i in binary] == ["/usr/local/bin/kube-proxy"]
     assert ArtifactKey("deb:iptables", "1.8.9-2") in proxy.artifacts
+
+
+def test_node_commands_import_into_the_kubelets_namespace_and_pin() -> None:
+    assert images.ctr_import("/var/lib/labdeploy/pause.tar") == [
+        "ctr", "-n", "k8s.io", "images", "import", "--all-platforms", "/var/lib/labdeploy/pause.tar",
+    ]
+    assert images.ctr_pin(PAUSE, "/run/c.sock") == [
+        "ctr", "--address", "/run/c.sock", "-n", "k8s.io", "images", "label", PAUSE, "io.cri-containerd.pinned=pinned",
+    ]
