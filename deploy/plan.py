@@ -140,7 +140,9 @@ def _bundle(resolved: ResolvedLab) -> list[Resource]:
     from deploy.bundle.build import lab_wanted
 
     want = lab_wanted(resolved)
+    planned = {r.key for r in want.recipes}
     steps = [Resource(ResourceId("bundle", str(r.key)), "bundle", str(r.key), None,
+                      deps=tuple(ResourceId("bundle", str(k)) for k in r.requires if k in planned),
                       inputs={"recipe": r.recipe_hash()}) for r in want.recipes]
     return steps + [Resource(ResourceId("bundle", str(k)), "bundle", str(k), None, inputs={"recipe": None},
                              runnable=False) for k in want.not_buildable]

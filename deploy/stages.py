@@ -47,7 +47,7 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("bundle", "bundle", run="deploy.steps:run_bundle"),
+    Stage("bundle", "bundle", run="deploy.steps:run_bundle", waits_for=("bundle",)),  # images wait for binaries
     Stage("image", "images", run="deploy.steps:run_image"),
     Stage("network", "networks", run="deploy.steps:run_network", teardown="deploy.steps:teardown_network"),
     Stage("machine", "machines", run="deploy.steps:run_machine", teardown="deploy.steps:teardown_machine",

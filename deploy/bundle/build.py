@@ -50,9 +50,17 @@ class Line:
         return f"  {self.outcome:<7} {self.key}  {self.seconds:.1f} s  {self.size / 2**20:.1f} MiB"
 
 
-def wanted(kubernetes: str | None, runtimes: Iterable[str]) -> Wanted:
-    chosen = list(runtimes)
-    return Wanted(catalog.needs(kubernetes, chosen), catalog.planned(kubernetes, chosen))
+def wanted(kubernetes: str | None, runtimes: Iterable[str], store: BundleStore | None = None) -> Wanted:
+    """Binaries (deploy.bundle.catalog), then the images made from them (deploy.bundle.images)."""
+    from deploy.bundle import images
+
+    chosen, store = list(runtimes), store or BundleStore()
+    binaries = catalog.needs(kubernetes, chosen)
+    if kubernetes is None:  # the verification images serve clusters: a lab without one needs none
+        return Wanted(binaries, catalog.planned(kubernetes, chosen))
+    made = images.needs(kubernetes, store, binaries)
+    return Wanted([*binaries, *made], [*catalog.planned(kubernetes, chosen), *images.planned(kubernetes, store,
+                                                                                              binaries)])
 
 
 def lab_wanted(resolved: ResolvedLab) -> Wanted:

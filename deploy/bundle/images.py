@@ -19,7 +19,7 @@ distroless-iptables base; the other control-plane images are the static binary a
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class ImageRecipe(Recipe):
     config: oci.Config
     annotations: tuple[tuple[str, str], ...] = ()
     fetch: Fetch = field(compare=False, repr=False)
+    identity: Callable[[ArtifactKey], str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def artifacts(self) -> list[ArtifactKey]:
@@ -78,7 +79,8 @@ class ImageRecipe(Recipe):
 
     def inputs(self) -> list[tuple[str, bytes]]:
         parts = [("oci writer", f"gzip {oci.GZIP_LEVEL}".encode()), ("image", self.spec())]
-        return parts + [(f"artifact {key}", self.fetch(key).sha256.encode()) for key in self.artifacts]
+        identity = self.identity or (lambda key: self.fetch(key).sha256)
+        return parts + [(f"artifact {key}", identity(key).encode()) for key in self.artifacts]
 
     def ref(self) -> str:
         return f"oci layout of {self.reference} from {', '.join(map(str, self.artifacts)) or 'literal files'}"
@@ -219,21 +221,6 @@ def from_store(store: BundleStore) -> Fetch:
     return fetch
 
 
-def ensuring(store: BundleStore, recipes: Iterable[Recipe]) -> Fetch:
-    """A Fetch that builds an input first when one of ``recipes`` makes it (else: from the store)."""
-    by_key = {recipe.key: recipe for recipe in recipes}
-    stored = from_store(store)
-
-    def fetch(key: ArtifactKey) -> Artifact:
-        recipe = by_key.get(key)
-        if recipe is None:
-            return stored(key)
-        art, _outcome = ensure(store, recipe)
-        return art
-
-    return fetch
-
-
 def ensure(store: BundleStore, recipe: Recipe) -> tuple[Artifact, Outcome]:
     return store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
 
@@ -244,12 +231,22 @@ def _images(kubernetes: str | None, fetch: Fetch) -> list[ImageRecipe]:
 
 def needs(kubernetes: str | None, store: BundleStore, recipes: Iterable[Recipe]) -> list[Recipe]:
     """The image recipes whose inputs ``recipes`` (the lab's binaries) or the store can give, and the
-    recipes of their own inputs (the busybox .deb, the Wasm module). Add them to the lab's build."""
+    recipes of their own inputs (the busybox .deb, the Wasm module). Add them to the lab's build.
+
+    Each image ``requires`` its inputs (so a build packs it after them) and hashes each input by its
+    recipe's hash, or by its sha256 when only the store has it: computing a plan builds nothing.
+    """
     own: list[Recipe] = [busybox_deb(), hello_wasm(), *(iptables_debs() if kubernetes is not None else [])]
-    known = [*recipes, *own]
-    fetch = ensuring(store, known)
-    have = {r.key for r in known} | {a.key for a in store.list()}
-    chosen = [image for image in _images(kubernetes, fetch) if set(image.artifacts) <= have]
+    known = {r.key: r for r in [*recipes, *own]}
+    stored = from_store(store)
+    have = set(known) | {a.key for a in store.list()}
+
+    def identity(key: ArtifactKey) -> str:
+        recipe = known.get(key)
+        return f"recipe {recipe.recipe_hash()}" if recipe is not None else f"sha256 {stored(key).sha256}"
+
+    chosen = [replace(image, requires=tuple(image.artifacts), identity=identity)
+              for image in _images(kubernetes, stored) if set(image.artifacts) <= have]
     return [*own, *chosen]
 
 
