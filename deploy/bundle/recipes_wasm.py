@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -73,12 +74,12 @@ mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/run"
 exec chroot "$root" /bin/sh -euc "$@"
 """
-CRUN_SCRIPT = """rm -rf /build/crun && mkdir -p /build/crun && cd /build/crun
-tar -xzf /build/src/{orig} --strip-components=1
+CRUN_SCRIPT = f"""rm -rf /build/crun && mkdir -p /build/crun && cd /build/crun
+tar -xzf /build/src/{CRUN_ORIG} --strip-components=1
 ./configure "$@"
 make -j2
 strip -o /build/crun.out crun
-""".format(orig=CRUN_ORIG)
+"""
 HELLO_SCRIPT = "wat2wasm /build/hello.wat -o /build/hello.wasm"
 
 
@@ -171,7 +172,7 @@ def fetch_crun_source(cache: Path, mirror: str = MIRROR) -> Path:
     part = target.with_name(target.name + f".part-{os.getpid()}")
     url = f"{mirror}/pool/main/c/crun/{CRUN_ORIG}"
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, part.open("wb") as handle:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=120) as response, part.open("wb") as handle:
             shutil.copyfileobj(response, handle)
     except OSError as exc:
         part.unlink(missing_ok=True)
@@ -278,6 +279,39 @@ def crun_wasmedge(root: BuildRoot | None = None) -> CrunWasmedge:
 def hello_wasm(root: BuildRoot | None = None) -> HelloWasm:
     """``hello-wasm@1``: the module the Wasm verification pod runs (prints ``HELLO_LINE``)."""
     return HelloWasm(key=ArtifactKey("hello-wasm", "1"), root=root or BuildRoot())
+
+
+def oci_config(args: list[str], annotations: dict[str, str]) -> dict[str, object]:
+    """A minimal OCI runtime config: read-only ``rootfs``, own pid/mount/ipc/uts/network namespaces."""
+    namespaces = [{"type": kind} for kind in ("pid", "mount", "ipc", "uts", "network")]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
+                    "env": ["PATH=/usr/bin:/bin"], "noNewPrivileges": True},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "wasm",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}],
+        "annotations": annotations,
+        "linux": {"namespaces": namespaces},
+    }
+
+
+def run_wasm(root: BuildRoot, crun: Path, module: Path, *, annotations: dict[str, str] | None = None,
+             name: str = "labdeploy-wasm") -> subprocess.CompletedProcess[str]:
+    """Run ``module`` as a container's entrypoint with ``crun`` inside the chroot (as root, no cgroups).
+
+    ``annotations`` default to ``WASM_ANNOTATION``, which is what makes crun hand the file to WasmEdge.
+    """
+    bundle = root.path / "build" / "oci" / name
+    shutil.rmtree(bundle, ignore_errors=True)
+    (bundle / "rootfs").mkdir(parents=True)
+    shutil.copyfile(module, bundle / "rootfs" / module.name)
+    config = oci_config([f"/{module.name}"], dict([WASM_ANNOTATION]) if annotations is None else annotations)
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
+    inside = root.place(crun, "check/crun")
+    script = 'crun=$1; shift; "$crun" --cgroup-manager=disabled delete -f "$2" 2>/dev/null || true; exec "$crun" "$@"'
+    return root.output(script, inside, "--cgroup-manager=disabled", "run", "--bundle", f"/build/oci/{name}", name)
 
 
 def containerd_runtime(binary: str = "/usr/local/bin/crun-wasmedge") -> dict[str, object]:
