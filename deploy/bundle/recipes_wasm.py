@@ -145,10 +145,11 @@ class BuildRoot:
             raise BuildError(f"cannot run `{script}` in {self.path}: {exc}") from exc
 
     def place(self, source: Path, name: str) -> str:
-        """Copy a file into the chroot's /build; its path inside the chroot."""
+        """Copy a file into the chroot's /build (mode 0755, so a store's read-only object runs); its path there."""
         target = self.path / "build" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        shutil.copyfile(source, target)
+        target.chmod(0o755)
         return f"/build/{name}"
 
 
