@@ -199,6 +199,12 @@ def _chroot_inputs(root: BuildRoot) -> list[tuple[str, bytes]]:
             ("enter", ENTER.encode())]
 
 
+def require_wasm(version: str) -> None:
+    """Refuse a crun whose ``--version`` features lack ``+WASM:wasmedge``."""
+    if WASM_FEATURE not in version.split():
+        raise BuildError(f"crun {CRUN_DEBIAN} was built without WasmEdge: `crun --version` says\n{version}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class CrunWasmedge(Recipe):
     """crun from Debian's source, ``--with-wasmedge``, built in the trixie chroot."""
@@ -221,9 +227,7 @@ class CrunWasmedge(Recipe):
         self.root.place(source, f"src/{CRUN_ORIG}")
         self.root.run(CRUN_SCRIPT, *self.configure, what=f"crun {CRUN_DEBIAN} with WasmEdge")
         built = self.root.path / "build" / "crun.out"
-        version = self.check(built)
-        if WASM_FEATURE not in version.split():
-            raise BuildError(f"crun {CRUN_DEBIAN} was built without WasmEdge: `crun --version` says\n{version}")
+        require_wasm(self.check(built))
         shutil.copyfile(built, out)
         out.chmod(0o755)
 

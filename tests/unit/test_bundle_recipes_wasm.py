@@ -163,3 +163,13 @@ def test_the_containerd_handler_is_the_runc_shim_with_this_crun() -> None:
     runtime = rw.containerd_runtime("/opt/labdeploy/bin/crun-wasmedge")
     assert runtime == {"runtime_type": "io.containerd.runc.v2",
                        "options": {"BinaryName": "/opt/labdeploy/bin/crun-wasmedge", "SystemdCgroup": True}}
+
+
+def test_a_crun_without_wasmedge_is_refused() -> None:
+    bookworm = ("crun version 1.8.1\ncommit: f8a0\nrundir: /run/crun\nspec: 1.0.0\n"
+                "+SYSTEMD +SELINUX +APPARMOR +CAP +SECCOMP +EBPF +CRIU +YAJL")
+    with pytest.raises(BuildError, match="built without WasmEdge"):
+        rw.require_wasm(bookworm)
+    rw.require_wasm(bookworm.replace("+YAJL", "+WASM:wasmedge +YAJL"))
+    with pytest.raises(BuildError):
+        rw.require_wasm(bookworm.replace("+YAJL", "+WASM:wasmtime +YAJL"))  # another Wasm engine is not this path
