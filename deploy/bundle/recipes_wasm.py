@@ -320,5 +320,10 @@ def run_wasm(root: BuildRoot, crun: Path, module: Path, *, annotations: dict[str
 
 
 def containerd_runtime(binary: str = "/usr/local/bin/crun-wasmedge") -> dict[str, object]:
-    """The CRI runtime entry for the Wasm handler (same for containerd config versions 2 and 3)."""
-    return {"runtime_type": "io.containerd.runc.v2", "options": {"BinaryName": binary, "SystemdCgroup": True}}
+    """The CRI runtime entry for the Wasm handler (same keys in containerd config versions 2 and 3).
+
+    ``pod_annotations`` lets the pod's ``module.wasm.image/variant`` through to the OCI spec: CRI
+    drops pod annotations a runtime does not list, and without it crun would exec the .wasm file.
+    """
+    return {"runtime_type": "io.containerd.runc.v2", "pod_annotations": [WASM_ANNOTATION[0]],
+            "options": {"BinaryName": binary, "SystemdCgroup": True}}

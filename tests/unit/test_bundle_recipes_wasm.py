@@ -161,7 +161,7 @@ def test_the_oci_config_carries_the_wasm_annotation() -> None:
 
 def test_the_containerd_handler_is_the_runc_shim_with_this_crun() -> None:
     runtime = rw.containerd_runtime("/opt/labdeploy/bin/crun-wasmedge")
-    assert runtime == {"runtime_type": "io.containerd.runc.v2",
+    assert runtime == {"runtime_type": "io.containerd.runc.v2", "pod_annotations": ["module.wasm.image/variant"],
                        "options": {"BinaryName": "/opt/labdeploy/bin/crun-wasmedge", "SystemdCgroup": True}}
 
 
