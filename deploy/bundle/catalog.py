@@ -28,7 +28,7 @@ RUNTIME_ARTIFACTS = {
     "runc": ("runc",),
     "containerd": ("containerd", "containerd-shim-runc-v2"),
     "gvisor": ("runsc", "containerd-shim-runsc-v1"),
-    "wasmedge": ("containerd-shim-wasmedge-v1",),
+    "wasmedge": ("crun-wasmedge",),  # crun built with WasmEdge (deploy.bundle.recipes_wasm): a runc-type handler
     "spin": ("containerd-shim-spin-v2",),
     "kata": ("kata-runtime", "containerd-shim-kata-v2"),
     "crun": (),  # Debian's crun package on the nodes; nothing for the bundle
@@ -167,6 +167,10 @@ def needs(kubernetes: str | None, runtimes: list[str]) -> list[Recipe]:
             recipes += [kube(name, pins) for name in ALL_KUBE if name in pins.built]
         if _etcd_buildable(pins.etcd):
             recipes.append(etcd(pins.etcd))
+    if "wasmedge" in runtimes:
+        from deploy.bundle.recipes_wasm import crun_wasmedge  # late: it imports the images module, which imports us
+
+        recipes.append(crun_wasmedge())
     return recipes
 
 
@@ -200,4 +204,7 @@ def _runtime_names(runtime: str) -> tuple[str, ...]:
 
 def _runtime_version(runtime: str, kubernetes: str | None) -> str:
     pins = minor(kubernetes or DEFAULT_MINOR)
-    return {"runc": pins.runc, "containerd": pins.containerd, "gvisor": GVISOR_VERSION}.get(runtime, "unpinned")
+    from deploy.bundle.recipes_wasm import CRUN_DEBIAN
+
+    versions = {"runc": pins.runc, "containerd": pins.containerd, "gvisor": GVISOR_VERSION, "wasmedge": CRUN_DEBIAN}
+    return versions.get(runtime, "unpinned")
