@@ -73,7 +73,7 @@ def bundle_provides(resolved: ResolvedLab) -> frozenset[str]:
 def bundle_files(resolved: ResolvedLab, settings: ConfigureSettings) -> ConfigureSettings:
     """``settings`` with the host path and sha256 of each file the bundle supplies (run time: after the
     bundle stage, so a missing one is a StageError naming the command that builds it)."""
-    if not settings.bundle_provides:
+    if resolved.lab.bundle.source not in ("build", "offline"):
         return settings
     from deploy.bundle.catalog import everything
     from deploy.bundle.store import BundleStore
@@ -87,7 +87,22 @@ def bundle_files(resolved: ResolvedLab, settings: ConfigureSettings) -> Configur
             raise StageError("configure", f"the bundle has no {keys[name]}, which the nodes need",
                              hint="run `deploy bundle build LAB` (or bundle: {source: build} builds it during up)")
         found[name] = (str(artifact.path), artifact.sha256)
-    return replace(settings, bundle_files=found)
+    return replace(settings, bundle_files=found, bundle_images=bundle_images(resolved))
+
+
+def bundle_images(resolved: ResolvedLab) -> dict[str, tuple[str, str]]:
+    """Image name -> (archive path, manifest digest) of every image the bundle has made for the lab."""
+    from deploy.bundle import oci
+    from deploy.bundle.build import lab_wanted
+    from deploy.bundle.images import ImageRecipe
+    from deploy.bundle.store import BundleStore
+
+    store, found = BundleStore(), {}
+    for recipe in lab_wanted(resolved).recipes:
+        artifact = store.get(recipe.key) if isinstance(recipe, ImageRecipe) else None
+        if artifact is not None:
+            found.update({name: (str(artifact.path), digest) for name, digest in oci.manifests(artifact.path).items()})
+    return found
 
 
 def _with_minor(template: str | None, version: str) -> str | None:

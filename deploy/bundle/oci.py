@@ -331,6 +331,18 @@ def read_layout(path: Path) -> Iterator[tuple[str, bytes]]:
                 yield member.name, handle.read()
 
 
+def manifests(path: Path) -> dict[str, str]:
+    """Image name -> manifest digest, from a layout tar's index.json (what ``ctr image ls`` shows after import)."""
+    with tarfile.open(path, "r:") as tar:
+        try:
+            handle = tar.extractfile("index.json")
+        except KeyError:
+            handle = None
+        if handle is None:
+            raise ImageError(f"{path}: no index.json; not an OCI image layout")
+        index = json.loads(handle.read())
+    return {desc.get("annotations", {}).get(NAME_ANNOTATION, ""): str(desc["digest"]) for desc in index["manifests"]}
+
 
 def verify_layout(path: Path) -> list[str]:
     """Check a layout tar (every blob's sha256 matches its name, index and manifests name blobs present).

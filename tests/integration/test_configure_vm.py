@@ -6,6 +6,7 @@ crun is not in the image, so the first pass must install it through apt for real
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -14,6 +15,9 @@ from typing import Any
 
 import pytest
 
+from deploy.bundle import ArtifactKey, BundleStore, catalog, oci
+from deploy.bundle import build as bundle_build
+from deploy.bundle.images import ImageRecipe
 from deploy.configure.driver import ConfigureResult, HostTarget, configure
 from deploy.configure.settings import ConfigureSettings
 from deploy.errors import StageError
@@ -162,3 +166,44 @@ def _upload(vm: TcgVm, local: Path, remote: str) -> None:
         client.open_sftp().put(str(local), remote)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def bundle_images() -> dict[str, tuple[str, str]]:
+    """Every image a 1.36 lab needs, in the machine's real store (built once per machine, then cached)."""
+    store = BundleStore()
+    want = bundle_build.wanted("1.36", ["runc"], store)
+    lines = bundle_build.build(want, store)
+    assert [line.text() for line in lines if line.outcome == "failed"] == []
+    found: dict[str, tuple[str, str]] = {}
+    for recipe in want.recipes:
+        artifact = store.get(recipe.key) if isinstance(recipe, ImageRecipe) else None
+        if artifact is not None:
+            found.update({name: (str(artifact.path), digest) for name, digest in oci.manifests(artifact.path).items()})
+    return found
+
+
+def test_bundle_images_import_pinned_under_the_names_kubeadm_lists(
+        vm: TcgVm, bundle_images: dict[str, tuple[str, str]]) -> None:
+    """The issue's proof: kubeadm (the bundle's, on the node) lists what containerd has, pinned, offline."""
+    store = BundleStore()
+    for key, remote in ((ArtifactKey("kubeadm", "v1.36.3"), "/usr/local/bin/kubeadm"),
+                        (catalog.crictl().key, "/usr/local/bin/crictl")):
+        artifact = store.get(key)
+        assert artifact is not None, f"{key} is not in the bundle"
+        _upload(vm, artifact.path, remote)
+        assert vm.run(f"chmod 755 {remote}")[0] == 0
+    settings = replace(SETTINGS, bundle_images=bundle_images)
+    first = configure([vm.target], settings, known_hosts=vm.known_hosts).check()
+    assert {f"image {name}" for name in bundle_images} <= set(first.changed["node1"])
+    assert first.recheck is not None
+    assert first.recheck["node1"].changed == []  # the second pass finds every image at its digest
+    status, out, err = vm.run("kubeadm config images list --kubernetes-version v1.36.3")
+    assert status == 0, err
+    expected = out.split()
+    assert len(expected) == 7
+    status, out, err = vm.run("crictl --runtime-endpoint unix:///run/containerd/containerd.sock images -o json")
+    assert status == 0, err
+    seen = {tag: image.get("pinned", False) for image in json.loads(out)["images"] for tag in image["repoTags"]}
+    assert {name: seen.get(name) for name in expected} == dict.fromkeys(expected, True)
+    assert configure([vm.target], settings, known_hosts=vm.known_hosts).changed == {}
