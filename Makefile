@@ -11,13 +11,15 @@ LAB ?= labs/quickstart/lab.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon-system \
   qemu-system-x86 qemu-utils dnsmasq-base mmdebstrap e2fsprogs openssh-server openssh-client iproute2 nftables procps \
-  ca-certificates
+  ca-certificates libseccomp-dev wabt containerd runc
+# the bundle: libseccomp-dev for a static runc, wabt's wat2wasm for the Wasm image; Debian's containerd and runc
+# let the tests import the bundle's images into a real containerd on the host
 
 # the peers of bench/*.py: Debian's Vagrant with its libvirt plugin (and kcli's ISO writer),
 # ansible-core and kcli from PyPI into the venv
 BENCH_DEBIAN_PACKAGES := vagrant vagrant-libvirt xorriso
 BENCH_PIP_PACKAGES := ansible-core kcli
-BENCHMARKS := bench/plan_scale.py bench/noop_redeploy.py bench/vm_scale.py
+BENCHMARKS := bench/plan_scale.py bench/noop_redeploy.py bench/vm_scale.py bench/bundle.py
 
 .PHONY: run test setup system python services go lint typecheck pytest destroy clean bench bench-peers
 
