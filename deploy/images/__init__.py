@@ -3,7 +3,7 @@
 Public API::
 
     ensure_image(image, cache_dir=None, on_progress=None) -> Path   # a qcow2/raw ready to boot
-    default_cache_dir() -> Path                                   # $LABDEPLOY_CACHE_DIR or ~/.cache/...
+    default_cache_dir() -> Path                                   # $LABDEPLOY_CACHE_DIR | $LABDEPLOY_CACHE/images
     build_seed_iso(path, hostname=..., ssh_public_key=..., instance_id=..., user="root") -> Path
 
 Built images boot with BIOS from an MBR disk, get DHCP on every ``en*`` NIC through

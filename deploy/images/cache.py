@@ -29,11 +29,13 @@ Progress = Callable[[str], None]
 
 
 def default_cache_dir() -> Path:
-    """``$LABDEPLOY_CACHE_DIR`` or ``~/.cache/labdeploy/images``."""
+    """``$LABDEPLOY_CACHE_DIR``, else ``$LABDEPLOY_CACHE/images`` (the root the bundle uses too), else
+    ``~/.cache/labdeploy/images``."""
     override = os.environ.get(ENV_CACHE_DIR)
     if override:
         return Path(override).expanduser()
-    return Path.home() / ".cache" / "labdeploy" / "images"
+    root = os.environ.get("LABDEPLOY_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "labdeploy") / "images"
 
 
 def ensure_dir(path: Path) -> Path:

@@ -29,7 +29,9 @@ MIRROR = "http://deb.debian.org/debian"
 
 
 def cache_dir() -> Path:
-    path = Path(os.environ.get("LABDEPLOY_CACHE_DIR", Path.home() / ".cache/labdeploy/images"))
+    from deploy.images.cache import default_cache_dir
+
+    path = default_cache_dir()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -144,6 +144,9 @@ def test_default_cache_dir_honours_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LABDEPLOY_CACHE_DIR", str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("LABDEPLOY_CACHE_DIR")
+    monkeypatch.setenv("LABDEPLOY_CACHE", str(tmp_path / "root"))  # the one root the bundle uses too
+    assert default_cache_dir() == tmp_path / "root" / "images"
+    monkeypatch.delenv("LABDEPLOY_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "labdeploy" / "images"
 
 
