@@ -46,10 +46,24 @@ SHIM_TAGS = ("urfave_cli_no_docs", "osusergo", "netgo", "static_build", "no_grpc
 RUNC_TAGS = ("seccomp", "urfave_cli_no_docs", "netgo", "osusergo")
 # upstream's build_linux.sh: plugins/{meta,main,ipam}/* except main/windows
 CNI_PLUGINS = (
-    "ipam/dhcp", "ipam/host-local", "ipam/static",
-    "main/bridge", "main/dummy", "main/host-device", "main/ipvlan", "main/loopback", "main/macvlan",
-    "main/ptp", "main/tap", "main/vlan",
-    "meta/bandwidth", "meta/firewall", "meta/portmap", "meta/sbr", "meta/tuning", "meta/vrf",
+    "ipam/dhcp",
+    "ipam/host-local",
+    "ipam/static",
+    "main/bridge",
+    "main/dummy",
+    "main/host-device",
+    "main/ipvlan",
+    "main/loopback",
+    "main/macvlan",
+    "main/ptp",
+    "main/tap",
+    "main/vlan",
+    "meta/bandwidth",
+    "meta/firewall",
+    "meta/portmap",
+    "meta/sbr",
+    "meta/tuning",
+    "meta/vrf",
 )
 ARCHIVE_MTIME = 0  # members and the gzip header carry this time, so rebuilds are byte-identical
 

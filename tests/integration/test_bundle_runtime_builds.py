@@ -48,7 +48,7 @@ def _build(recipe: Recipe, tmp: Path) -> Path:
 def _has_interpreter(data: bytes) -> bool:
     """Whether an ELF64 little-endian file has a PT_INTERP segment (i.e. is dynamically linked)."""
     assert data[:6] == b"\x7fELF\x02\x01"
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     types = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
     return PT_INTERP in types
@@ -144,4 +144,3 @@ def test_each_lab_plugin_is_static_and_stamped(cni_tgz: Path, plugin: str, tmp_p
 def test_a_rebuild_of_the_cni_archive_is_byte_identical(cni_tgz: Path, tmp_path: Path) -> None:
     again = _build(rt.cni_plugins(CNI)[0], tmp_path)  # a warm relink of every plugin
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(cni_tgz.read_bytes()).digest()
-
