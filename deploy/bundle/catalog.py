@@ -167,11 +167,33 @@ def needs(kubernetes: str | None, runtimes: list[str]) -> list[Recipe]:
             recipes += [kube(name, pins) for name in ALL_KUBE if name in pins.built]
         if _etcd_buildable(pins.etcd):
             recipes.append(etcd(pins.etcd))
+    if kubernetes is not None:
+        recipes += _cluster_tools(pins)
+    chosen = dict.fromkeys([*(["containerd", "runc"] if kubernetes is not None else []), *runtimes])
+    for runtime in chosen:
+        recipes += _runtime_recipes(runtime, minor(kubernetes or DEFAULT_MINOR))
     if "wasmedge" in runtimes:
         from deploy.bundle.recipes_wasm import crun_wasmedge  # late: it imports the images module, which imports us
 
         recipes.append(crun_wasmedge())
     return recipes
+
+
+def _cluster_tools(pins: Minor) -> list[Recipe]:
+    """What every cluster needs besides Kubernetes itself: the CNI plugins (and CoreDNS, Helm when built)."""
+    from deploy.bundle import recipes_runtimes
+
+    return recipes_runtimes.cni_plugins(pins.cni_plugins)
+
+
+def _runtime_recipes(runtime: str, pins: Minor) -> list[Recipe]:
+    from deploy.bundle import recipes_runtimes
+
+    if runtime == "containerd":
+        return recipes_runtimes.containerd(pins.containerd)
+    if runtime == "runc":
+        return recipes_runtimes.runc(pins.runc)
+    return []
 
 
 def everything(kubernetes: str | None, runtimes: list[str]) -> list[ArtifactKey]:
