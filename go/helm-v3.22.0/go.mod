@@ -1,7 +1,7 @@
 // labdeploy: builds helm of helm.sh/helm/v3 v3.22.0 (cmd/helm) from the Go module proxy.
 module labdeploy.invalid/bundle/helm
 
-go 1.26.8
+go 1.26.0
 
 tool helm.sh/helm/v3/cmd/helm
 

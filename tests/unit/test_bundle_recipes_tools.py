@@ -75,9 +75,15 @@ def test_gvisor_pins_one_go_branch_pseudo_version_for_both_binaries() -> None:
     assert runsc.recipe_hash() != shim.recipe_hash()
 
 
-def test_gvisor_module_asks_for_the_go_version_gvisor_declares() -> None:
-    text = (GO_MODULES / f"gvisor-{tools.GVISOR_VERSION}" / "go.mod").read_text()
-    assert "\ngo 1.26.3\n" in text  # gvisor.dev/gvisor's own go line: same GODEBUG defaults as upstream
+# upstream's own go line for each module: ours repeats it, so the binaries get upstream's GODEBUG defaults
+UPSTREAM_GO = {"gvisor": "1.26.3", "helm": "1.26.0", "coredns-v1.13.1": "1.24.0", "coredns-v1.14": "1.25.0"}
+
+
+@pytest.mark.parametrize("recipe", _all(), ids=lambda r: f"{r.key.name}-{r.key.version}")
+def test_each_module_asks_for_the_go_version_upstream_declares(recipe: GoBuild) -> None:
+    text = (recipe.module_dir / "go.mod").read_text()
+    wanted = next(go for prefix, go in UPSTREAM_GO.items() if recipe.module.startswith(prefix))
+    assert f"\ngo {wanted}\n" in text
     assert "toolchain" not in text
 
 
