@@ -2,7 +2,7 @@
 // from the Go module proxy.
 module labdeploy.invalid/bundle/coredns
 
-go 1.26.8
+go 1.24.0
 
 tool github.com/coredns/coredns
 
