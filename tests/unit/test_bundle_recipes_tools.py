@@ -14,7 +14,7 @@ import pytest
 
 from deploy.bundle import ArtifactKey
 from deploy.bundle import recipes_tools as tools
-from deploy.bundle.recipes import GO_MODULES, GoBuild
+from deploy.bundle.recipes import GoBuild
 
 
 def _requires(recipe: GoBuild) -> dict[str, str]:
