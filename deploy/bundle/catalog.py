@@ -1,9 +1,10 @@
 """What a Kubernetes lab needs, per supported minor, and which of it can be built today.
 
 ``VERSIONS`` pins one served patch release per minor and the versions of its companions. Where
-kubeadm expects a version the Go module proxy does not serve (etcd 3.6.6, CoreDNS v1.13.1 and
-v1.14.2 were refused), ``kubeadm_*`` keeps kubeadm's value and the artifact takes the nearest
-served release; the image work must tag what it builds honestly.
+kubeadm expects a version the Go module proxy does not serve (etcd 3.6.6 for 1.35), ``kubeadm_*``
+keeps kubeadm's value and the artifact takes the nearest served release of the same minor; the
+image is tagged as kubeadm expects and its label ``org.opencontainers.image.version`` says what is
+inside (deploy.bundle.images). CoreDNS is kubeadm's exact version for each minor.
 
 ``needs`` returns only recipes that really build (a go/ module exists and the binary's build from
 it was run and its version checked: ``Minor.built``);
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from deploy.bundle import ArtifactKey
 from deploy.bundle.recipes import C_SOURCES, GO_MODULES, CBuild, GoBuild, Recipe
+from deploy.bundle.recipes_tools import GVISOR_VERSION
 from deploy.errors import PlanError
 
 PAUSE_VERSION = "1.0.0"
@@ -33,7 +35,6 @@ RUNTIME_ARTIFACTS = {
     "kata": ("kata-runtime", "containerd-shim-kata-v2"),
     "crun": (),  # Debian's crun package on the nodes; nothing for the bundle
 }
-GVISOR_VERSION = "v0.0.0-20250802011938-fc9c972fa636"  # a pseudo-version of gvisor's go branch; untried
 BUILD_DATE = "1970-01-01T00:00:00Z"  # fixed so that builds are reproducible
 
 
@@ -66,8 +67,8 @@ class Minor:
 # kubeadm_* and pause_image: cmd/kubeadm/app/constants of each release (DefaultEtcdVersion,
 # CoreDNSVersion, PauseVersion); etcd/coredns: the nearest release the proxy serves.
 VERSIONS: dict[str, Minor] = {
-    "1.35": Minor("v1.35.4", "v3.6.8", "v1.14.3", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=ALL_KUBE),
-    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.3", "3.6.8-0", "v1.14.2", pause_image="3.10.2", built=ALL_KUBE),
+    "1.35": Minor("v1.35.4", "v3.6.8", "v1.13.1", "3.6.6-0", "v1.13.1", pause_image="3.10.1", built=ALL_KUBE),
+    "1.36": Minor("v1.36.3", "v3.6.8", "v1.14.2", "3.6.8-0", "v1.14.2", pause_image="3.10.2", built=ALL_KUBE),
     "1.37": Minor("v1.37.2", "v3.7.0", "v1.14.6", "3.7.0-0", "v1.14.6", pause_image="3.10.2", built=ALL_KUBE),
 }
 DEFAULT_MINOR = "1.36"
@@ -181,9 +182,10 @@ def needs(kubernetes: str | None, runtimes: list[str]) -> list[Recipe]:
 
 def _cluster_tools(pins: Minor) -> list[Recipe]:
     """What every cluster needs besides Kubernetes itself: the CNI plugins (and CoreDNS, Helm when built)."""
-    from deploy.bundle import recipes_runtimes
+    from deploy.bundle import recipes_runtimes, recipes_tools
 
-    return recipes_runtimes.cni_plugins(pins.cni_plugins)
+    return [*recipes_runtimes.cni_plugins(pins.cni_plugins), recipes_tools.coredns(pins.coredns),
+            recipes_tools.helm(pins.helm)]
 
 
 def _runtime_recipes(runtime: str, pins: Minor) -> list[Recipe]:
@@ -193,6 +195,10 @@ def _runtime_recipes(runtime: str, pins: Minor) -> list[Recipe]:
         return recipes_runtimes.containerd(pins.containerd)
     if runtime == "runc":
         return recipes_runtimes.runc(pins.runc)
+    if runtime == "gvisor":
+        from deploy.bundle import recipes_tools
+
+        return list(recipes_tools.gvisor(GVISOR_VERSION))
     return []
 
 

@@ -30,8 +30,8 @@ GVISOR_BINARIES = ("runsc", "containerd-shim-runsc-v1")
 
 # The versions with a committed go/coredns-<version>/ module whose build was run and checked.
 # kubeadm 1.35 expects v1.13.1, 1.36 v1.14.2, 1.37 v1.14.6: all three are served (v1.13.1 and
-# v1.14.2 were refused on an earlier day); v1.14.3 is kept for the catalog's earlier pin.
-COREDNS_VERSIONS = ("v1.13.1", "v1.14.2", "v1.14.3", "v1.14.6")
+# v1.14.2 were refused on an earlier day), so each minor gets exactly kubeadm's CoreDNS.
+COREDNS_VERSIONS = ("v1.13.1", "v1.14.2", "v1.14.6")
 # The release commits where the proxy's .info names them (Origin.Hash), abbreviated as CoreDNS's
 # `git describe --always` does; for the others a deterministic stand-in (see coredns_commit).
 COREDNS_COMMITS = {"v1.13.1": "1db4568", "v1.14.2": "dd1df4f"}

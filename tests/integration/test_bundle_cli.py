@@ -21,7 +21,8 @@ from deploy.resources import ResourceId
 from deploy.state import LabState
 
 K8S = """name: b
-kubernetes: {version: "1.36", control_plane: cp, apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
+kubernetes: {version: "1.36", control_plane: cp, runtimes: [runc],
+             apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
 groups:
   cp: {count: 1, roles: [k8s-control-plane]}
 bundle: {source: SOURCE}
@@ -39,9 +40,9 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def lab(tmp_path: Path, source: str) -> Path:
-    path = tmp_path / "lab.yaml"
-    path.write_text(K8S.replace("SOURCE", source))
+def lab(tmp_path: Path, source: str, runtimes: str = "[runc]") -> Path:
+    path = tmp_path / f"lab-{source}-{len(runtimes)}.yaml"
+    path.write_text(K8S.replace("SOURCE", source).replace("[runc]", runtimes))
     return path
 
 
@@ -65,7 +66,10 @@ def test_build_source_plans_one_step_per_artifact_and_marks_what_cannot_be_built
         assert steps[ResourceId("bundle", str(recipe.key))].supported
     for key in want.not_buildable:
         assert not steps[ResourceId("bundle", str(key))].supported
-    assert want.not_buildable  # containerd, CoreDNS, ... have no recipe yet: the plan says so
+    assert want.not_buildable == []  # every artifact of a kubeadm 1.36 lab with runc has a recipe
+    spin = make_plan(open_lab(lab(tmp_path, "build", runtimes="[runc, spin]"))[1], LabState("b"))
+    marked = [c.resource_id for c in spin.changes if c.kind == "bundle" and not c.supported]
+    assert marked == [ResourceId("bundle", "containerd-shim-spin-v2@unpinned/linux/amd64")]  # no recipe: marked !
     assert not (cache / "bundle").exists()
 
 
@@ -86,7 +90,7 @@ def test_bundle_build_fills_the_store_then_is_a_no_op_and_lists_checksummed_file
     assert main(["bundle", "list", "--output", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     store = BundleStore()
-    assert sorted(a["key"].split("@")[0] for a in listed) == ["crictl", "pause"]
+    assert sorted(a["key"].split("@")[0] for a in listed) == ["crictl", "pause", "runc"]  # runc: the runtime asked for
     for item in listed:
         artifact = store.get(ArtifactKey.parse(item["key"]))
         assert artifact is not None

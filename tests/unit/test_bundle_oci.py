@@ -225,7 +225,7 @@ def test_nearer_content_is_tagged_for_kubeadm_and_labelled_with_what_it_is() -> 
     assert dict(etcd.config.labels)[oci.VERSION_LABEL] == "v3.6.8"
     assert etcd.artifacts == [ArtifactKey("etcd", "v3.6.8")]
     coredns = by_name["registry.k8s.io/coredns/coredns:v1.13.1"]
-    assert dict(coredns.config.labels)[oci.VERSION_LABEL] == "v1.14.3"
+    assert dict(coredns.config.labels)[oci.VERSION_LABEL] == "v1.13.1"  # exactly kubeadm's: served now
     assert coredns.config.entrypoint == ("/coredns",)
     apiserver = by_name["registry.k8s.io/kube-apiserver:v1.35.4"]
     assert apiserver.config.entrypoint == ("/usr/local/bin/kube-apiserver",)
@@ -273,7 +273,10 @@ def test_needs_adds_images_whose_inputs_can_be_had_and_plans_the_rest(tmp_path: 
     assert keys[:2] == ["deb:busybox-static@1:1.35.0-4+deb12u1+b1/linux/amd64", "wasm-hello@1.0.0/linux/amd64"]
     assert "image:pause@3.10.2/linux/amd64" in keys
     assert "image:etcd@3.6.8-0/linux/amd64" in keys
-    assert images.planned("1.36", store, binaries) == [ArtifactKey("image:coredns.coredns", "v1.14.2")]
+    assert "image:coredns.coredns@v1.14.2/linux/amd64" in keys
+    assert images.planned("1.36", store, binaries) == []  # every input of every kubeadm image has a recipe
+    no_coredns = [r for r in binaries if r.key.name != "coredns"]
+    assert images.planned("1.36", store, no_coredns) == [ArtifactKey("image:coredns.coredns", "v1.14.2")]
     assert [r.key.name for r in images.needs(None, store, [])][2:] == ["image:labdeploy.busybox",
                                                                           "image:labdeploy.wasm-hello"]
 
