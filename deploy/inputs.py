@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from deploy.bundle.provides import supplied_files
 from deploy.configure.inventory import HostTarget
 from deploy.configure.settings import ConfigureSettings
 from deploy.errors import StageError
@@ -27,13 +28,6 @@ def lab_address(node: ResolvedNode) -> str | None:
     return next((nic.ip for nic in node.nics if nic.ip and nic.mode in ("nat", "isolated")), None)
 
 
-def runtimes(resolved: ResolvedLab) -> tuple[str, ...]:
-    lab = resolved.lab
-    if lab.runtimes is not None:
-        return tuple(lab.runtimes)
-    return tuple(lab.kubernetes.runtimes) if lab.kubernetes else ("runc",)
-
-
 def configure_settings(resolved: ResolvedLab) -> ConfigureSettings:
     """Every lab field the configure stage reads: mirrors (and checksums), kubernetes, system."""
     lab = resolved.lab
@@ -44,7 +38,7 @@ def configure_settings(resolved: ResolvedLab) -> ConfigureSettings:
         mirrors_apt=lab.mirrors.apt,
         mirrors_registry=lab.mirrors.registry,
         mirrors_files=lab.mirrors.files,
-        runtimes=runtimes(resolved),
+        runtimes=resolved.runtimes,
         kubernetes_version=k8s.version if k8s else None,
         kubernetes_apt_repo=k8s.apt.repo if k8s else None,
         kubernetes_apt_key=_with_minor(k8s.apt.key, k8s.version) if k8s else None,
@@ -53,21 +47,8 @@ def configure_settings(resolved: ResolvedLab) -> ConfigureSettings:
         ntp_servers=tuple(system.ntp),
         extra_packages=tuple(system.packages),
         domain=system.domain or resolved.name,
-        bundle_provides=bundle_provides(resolved),
+        bundle_provides=supplied_files(resolved),
     )
-
-
-def bundle_provides(resolved: ResolvedLab) -> frozenset[str]:
-    """Runtime files the bundle supplies to the nodes: with ``bundle.source`` build or offline, every one its
-    catalog makes for the lab (``auto`` and ``upstream`` labs keep mirrors.files)."""
-    if resolved.lab.bundle.source not in ("build", "offline"):
-        return frozenset()
-    from deploy.bundle.catalog import everything
-    from deploy.configure.catalog import needed_files
-
-    k8s = resolved.lab.kubernetes
-    made = {key.name for key in everything(k8s.version if k8s else None, list(runtimes(resolved)))}
-    return frozenset(item.name for _, item in needed_files(runtimes(resolved), {}) if item.name in made)
 
 
 def bundle_files(resolved: ResolvedLab, settings: ConfigureSettings) -> ConfigureSettings:

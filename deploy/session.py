@@ -320,7 +320,7 @@ class LabSession:
         report = run_verify(
             inputs.verify_targets(self.resolved, outputs),
             inputs.verify_entries(self.resolved), known_hosts=known,
-            kubeconfig=kubeconfig, runtimes=inputs.runtimes(self.resolved),
+            kubeconfig=kubeconfig, runtimes=self.resolved.runtimes,
             layers=_chosen(inputs.verify_layers(self.resolved, kubeconfig), layers), out_dir=out_dir, junit=junit,
             html=html, lab_file_dir=self.lab_file.resolve().parent, cluster=inputs.cluster_expect(self.resolved),
             max_wait=max_wait)

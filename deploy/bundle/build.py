@@ -65,12 +65,10 @@ def wanted(kubernetes: str | None, runtimes: Iterable[str], store: BundleStore |
 
 def lab_wanted(resolved: ResolvedLab) -> Wanted:
     """What the lab's Kubernetes section and runtimes need; nothing for a lab without a cluster."""
-    from deploy.inputs import runtimes
-
     k8s = resolved.lab.kubernetes
     if k8s is None:
         return Wanted()
-    return wanted(k8s.version, runtimes(resolved))
+    return wanted(k8s.version, resolved.runtimes)
 
 
 def build(want: Wanted, store: BundleStore, *, parallel: int | None = None,

@@ -66,16 +66,16 @@ def _runtimes(resolved: ResolvedLab) -> tuple[list[str], PathKey]:
     lab = resolved.lab
     if lab.runtimes is not None:
         return list(lab.runtimes), ("runtimes",)
-    return (list(lab.kubernetes.runtimes) if lab.kubernetes else []), ("kubernetes", "runtimes")
+    return (list(lab.kubernetes.runtimes) if lab.kubernetes else []), ("kubernetes", "runtimes")  # no runc default
 
 
 def check_runtime_files(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
     """Runtimes without a Debian package need mirrors.files and a sha256 of each of their files."""
     mirrors = resolved.lab.mirrors
     runtimes, path = _runtimes(resolved)
-    from deploy.inputs import bundle_provides  # deploy.inputs imports the model: late, to avoid a cycle
+    from deploy.bundle.provides import supplied_files  # the bundle imports the model: late, to avoid a cycle
 
-    supplied = bundle_provides(resolved)
+    supplied = supplied_files(resolved)
     needed = [(runtime, item) for runtime, item in needed_files(runtimes, mirrors.checksums)
               if item.name not in supplied]
     which = ", ".join(sorted({name for name, _ in needed}))

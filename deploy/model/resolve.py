@@ -44,6 +44,13 @@ class ResolvedLab:
             return list(self.nodes.values())
         return [n for n in self.nodes.values() if selector in (n.name, n.group) or selector in n.roles]
 
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        """The lab's container runtimes: ``runtimes:``, else ``kubernetes.runtimes``, else runc."""
+        if self.lab.runtimes is not None:
+            return tuple(self.lab.runtimes)
+        return tuple(self.lab.kubernetes.runtimes) if self.lab.kubernetes else ("runc",)
+
 
 def layered(*layers: NodeSpec) -> dict[str, Any]:
     """Field values from the most specific layer that set them (first layer wins)."""

@@ -1,0 +1,21 @@
+"""Which runtime files the bundle supplies to a lab's nodes (read by validate and by configure).
+
+Kept apart from deploy.inputs so that ``validate`` does not import the verify layer.
+"""
+
+from __future__ import annotations
+
+from deploy.model.resolve import ResolvedLab
+
+
+def supplied_files(resolved: ResolvedLab) -> frozenset[str]:
+    """With ``bundle.source`` build or offline, every runtime file the bundle's catalog makes for the lab
+    (``auto`` and ``upstream`` labs keep mirrors.files for them)."""
+    if resolved.lab.bundle.source not in ("build", "offline"):
+        return frozenset()
+    from deploy.bundle.catalog import everything
+    from deploy.configure.catalog import needed_files
+
+    k8s = resolved.lab.kubernetes
+    made = {key.name for key in everything(k8s.version if k8s else None, list(resolved.runtimes))}
+    return frozenset(item.name for _, item in needed_files(resolved.runtimes, {}) if item.name in made)
