@@ -1,6 +1,6 @@
 """Bundle build times per artifact and the store's size, side by side in one run.
 
-    .venv/bin/python bench/bundle.py [--kubernetes 1.36] [--runtimes runc] [--cold]
+    .venv/bin/python bench/bundle.py [--kubernetes 1.36] [--runtimes runc,crun,gvisor,wasmedge] [--cold]
 
 For the artifacts a lab with that Kubernetes minor and those runtimes needs (what
 ``deploy bundle build`` builds today), in fresh stores in a temporary folder:
@@ -33,15 +33,19 @@ from deploy.bundle import BundleStore  # noqa: E402
 from deploy.bundle.build import Line, build, wanted  # noqa: E402
 
 SHARED_GO = Path.home() / ".cache" / "labdeploy" / "go"
+SHARED_WASM = Path.home() / ".cache" / "labdeploy" / "wasm"
 TARGET_NOOP_S = 2.0
 
 
 def _cache(root: Path, *, cold: bool) -> Path:
-    """A LABDEPLOY_CACHE folder whose Go caches are the shared ones (or an empty build cache)."""
+    """A LABDEPLOY_CACHE folder whose Go caches (and the Wasm build chroot) are the shared ones; cold:
+    an empty Go build cache and a new chroot (the module cache stays shared: no download is timed)."""
     (root / "go").mkdir(parents=True)
     (root / "go" / "mod").symlink_to(SHARED_GO / "mod")
     if not cold:
         (root / "go" / "build").symlink_to(SHARED_GO / "build")
+        if SHARED_WASM.is_dir():
+            (root / "wasm").symlink_to(SHARED_WASM)
     return root
 
 
@@ -65,7 +69,7 @@ def _cli_noop(root: Path, args: argparse.Namespace) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kubernetes", default="1.36")
-    parser.add_argument("--runtimes", default="runc")
+    parser.add_argument("--runtimes", default="runc,crun,gvisor,wasmedge")  # labs/k8s/lab.yaml's
     parser.add_argument("--cold", action="store_true", help="also build with an empty Go build cache (slow)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ld-bench-bundle-") as tmp:
@@ -78,11 +82,11 @@ def main() -> int:
             lines, _ = _run(_cache(Path(tmp) / "cold", cold=True), args)
             cold = {str(line.key): line for line in lines}
     failed = [line for line in fill if line.outcome == "failed"]
-    print(f"{'artifact':<44} {'cold s':>8} {'fill s':>8} {'no-op s':>8} {'MiB':>7}")
+    print(f"{'artifact':<56} {'cold s':>8} {'fill s':>8} {'no-op s':>8} {'MiB':>7}")
     for first, again in zip(fill, noop, strict=True):
         c = cold.get(str(first.key))
         cold_s = f"{c.seconds:8.1f}" if c else f"{'-':>8}"
-        print(f"{first.key!s:<44} {cold_s} {first.seconds:8.1f} {again.seconds:8.3f} {first.size / 2**20:7.1f}")
+        print(f"{first.key!s:<56} {cold_s} {first.seconds:8.1f} {again.seconds:8.3f} {first.size / 2**20:7.1f}")
     size = sum(line.size for line in fill)
     print(f"store: {len(fill)} artifacts, {size / 2**20:.1f} MiB; fill {fill_s:.1f} s, in-process no-op "
           f"{noop_s:.2f} s, `deploy bundle build` no-op {cli_s:.2f} s = {cli_s / TARGET_NOOP_S:.2f}x the "
