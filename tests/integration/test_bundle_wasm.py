@@ -1,8 +1,8 @@
 """Real Wasm: crun built with WasmEdge in a trixie chroot, and a WASI module run in a container by it.
 
 The chroot (mmdebstrap of trixie from Debian's mirror, ~2 min cold) is the real cache under
-$LABDEPLOY_CACHE/wasm and is reused; the crun build (~1.5 min on two cores) runs once per session,
-through a real BundleStore in a temporary directory. The container runs inside the chroot, since
+$LABDEPLOY_CACHE/wasm and is reused; the crun build (~1.5 min on two cores) lands in the machine's
+real BundleStore, so it runs once per machine and each later run checks the cached binary. The container runs inside the chroot, since
 the binary and libwasmedge0 link trixie's glibc; it runs as root with crun's cgroups disabled.
 """
 
@@ -28,8 +28,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> BundleStore:
-    return BundleStore(tmp_path_factory.mktemp("bundle"))
+def store() -> BundleStore:
+    return BundleStore()
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,8 @@ def crun(store: BundleStore) -> Artifact:
     chroot = time.monotonic() - started
     artifact, outcome = store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
     build = time.monotonic() - started - chroot
-    assert outcome == "built"
     print(f"\ncrun-wasmedge: chroot {'made' if cold else 'reused'} in {chroot:.1f} s, "
-          f"crun built in {build:.1f} s, {artifact.size} bytes")
+          f"crun {outcome} in {build:.1f} s, {artifact.size} bytes")
     return artifact
 
 
