@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from deploy.bundle import BundleStore, catalog
-from deploy.bundle.recipes import GoBuild
+from tests.integration.bundle_fixtures import build_one, is_static
 
 pytestmark = [
     pytest.mark.integration,
@@ -24,42 +23,27 @@ pytestmark = [
 ]
 
 
-def _build(recipe: GoBuild, tmp: Path) -> tuple[Path, float]:
-    out = tmp / recipe.key.name
-    started = time.monotonic()
-    source = recipe.produce(out)
-    seconds = time.monotonic() - started
-    assert source.kind == "build"
-    assert source.recipe_hash == recipe.recipe_hash()
-    assert sorted(p.name for p in tmp.iterdir()) == [recipe.key.name]  # exactly one file written
-    print(f"\n{recipe.key.name} {recipe.key.version}: built in {seconds:.1f} s, {out.stat().st_size} bytes")
-    return out, seconds
-
 
 @pytest.fixture(scope="module")
 def crictl(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(catalog.crictl(), tmp_path_factory.mktemp("crictl"))[0]
+    return build_one(catalog.crictl(), tmp_path_factory.mktemp("crictl"))[0]
 
 
 @pytest.fixture(scope="module")
 def kubeadm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(catalog.kube("kubeadm", catalog.VERSIONS["1.36"]), tmp_path_factory.mktemp("kubeadm"))[0]
+    return build_one(catalog.kube("kubeadm", catalog.VERSIONS["1.36"]), tmp_path_factory.mktemp("kubeadm"))[0]
 
-
-def _is_static(path: Path) -> bool:
-    # a dynamic ELF names its interpreter in a PT_INTERP segment; a static Go binary has none
-    return b"/lib64/ld-linux" not in path.read_bytes()[:8192]
 
 
 def test_crictl_reports_its_upstream_version(crictl: Path) -> None:
     assert catalog.crictl().check(crictl) == "crictl version v1.37.0"
-    assert _is_static(crictl)
+    assert is_static(crictl)
 
 
 def test_kubeadm_reports_the_pinned_version(kubeadm: Path) -> None:
     recipe = catalog.kube("kubeadm", catalog.VERSIONS["1.36"])
     assert recipe.check(kubeadm) == "v1.36.3"
-    assert _is_static(kubeadm)
+    assert is_static(kubeadm)
 
 
 def test_kubeadm_stamps_commit_and_tree_state(kubeadm: Path) -> None:
@@ -72,7 +56,7 @@ def test_kubeadm_stamps_commit_and_tree_state(kubeadm: Path) -> None:
 
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(catalog.etcd("v3.6.8"), tmp_path_factory.mktemp("etcd"))[0]
+    return build_one(catalog.etcd("v3.6.8"), tmp_path_factory.mktemp("etcd"))[0]
 
 
 def test_etcd_reports_its_version_and_stamped_sha(etcd: Path) -> None:
@@ -80,7 +64,7 @@ def test_etcd_reports_its_version_and_stamped_sha(etcd: Path) -> None:
     output = recipe.check(etcd)
     assert "etcd Version: 3.6.8" in output
     assert f"Git SHA: {recipe.ldflags[0].rpartition('=')[2]}" in output
-    assert _is_static(etcd)
+    assert is_static(etcd)
 
 
 CLAIMED = [(minor, name) for minor, pins in catalog.VERSIONS.items() for name in pins.built]
@@ -103,7 +87,7 @@ def test_every_binary_the_catalog_claims_builds_and_reports_its_version(
     expected = {"kubeadm": pins.kubernetes, "kubectl": f"Client Version: {pins.kubernetes}"}
     first = recipe.check(artifact.path).splitlines()[0]
     assert first == expected.get(name, f"Kubernetes {pins.kubernetes}")  # kubelet and the control plane
-    assert _is_static(artifact.path)
+    assert is_static(artifact.path)
 
 
 @pytest.mark.parametrize("minor", sorted(catalog.VERSIONS))

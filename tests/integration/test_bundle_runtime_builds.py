@@ -14,7 +14,6 @@ import shutil
 import struct
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from deploy.bundle import BundleStore
 from deploy.bundle import recipes_runtimes as rt
 from deploy.bundle.recipes import Recipe
+from tests.integration.bundle_fixtures import build_one, has_interpreter
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,28 +31,7 @@ pytestmark = [
 CONTAINERD = "v2.4.2"
 RUNC = "v1.4.4"
 CNI = "v1.10.0"
-PT_INTERP = 3
 
-
-def _build(recipe: Recipe, tmp: Path) -> Path:
-    out = tmp / recipe.key.name
-    started = time.monotonic()
-    source = recipe.produce(out)
-    seconds = time.monotonic() - started
-    assert source.kind == "build"
-    assert source.recipe_hash == recipe.recipe_hash()
-    assert sorted(p.name for p in tmp.iterdir()) == [recipe.key.name]  # exactly one file written
-    print(f"\n{recipe.key.name} {recipe.key.version}: built in {seconds:.1f} s, {out.stat().st_size} bytes")
-    return out
-
-
-def _has_interpreter(data: bytes) -> bool:
-    """Whether an ELF64 little-endian file has a PT_INTERP segment (i.e. is dynamically linked)."""
-    assert data[:6] == b"\x7fELF\x02\x01"
-    (phoff,) = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    types = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
-    return PT_INTERP in types
 
 
 def _by_name(recipes: list[Recipe]) -> dict[str, Recipe]:
@@ -62,26 +41,26 @@ def _by_name(recipes: list[Recipe]) -> dict[str, Recipe]:
 @pytest.fixture(scope="module")
 def containerd_bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     recipes = _by_name(rt.containerd(CONTAINERD))
-    return {name: _build(recipe, tmp_path_factory.mktemp(name)) for name, recipe in recipes.items()}
+    return {name: build_one(recipe, tmp_path_factory.mktemp(name))[0] for name, recipe in recipes.items()}
 
 
 @pytest.fixture(scope="module")
 def runc_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("pkg-config") is None or not Path("/usr/lib/x86_64-linux-gnu/libseccomp.a").is_file():
         pytest.skip("runc needs libseccomp-dev and pkg-config (apt-get install libseccomp-dev pkg-config)")
-    return _build(rt.runc(RUNC)[0], tmp_path_factory.mktemp("runc"))
+    return build_one(rt.runc(RUNC)[0], tmp_path_factory.mktemp("runc"))[0]
 
 
 @pytest.fixture(scope="module")
 def cni_tgz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(rt.cni_plugins(CNI)[0], tmp_path_factory.mktemp("cni"))
+    return build_one(rt.cni_plugins(CNI)[0], tmp_path_factory.mktemp("cni"))[0]
 
 
 def test_containerd_reports_the_upstream_version_and_is_static(containerd_bins: dict[str, Path]) -> None:
     recipe = _by_name(rt.containerd(CONTAINERD))["containerd"]
     revision = rt.stand_in_commit(rt.CONTAINERD_MODULE, CONTAINERD)
     assert recipe.check(containerd_bins["containerd"]) == f"containerd {rt.CONTAINERD_MODULE} {CONTAINERD} {revision}"
-    assert not _has_interpreter(containerd_bins["containerd"].read_bytes())
+    assert not has_interpreter(containerd_bins["containerd"].read_bytes())
 
 
 def test_the_runc_shim_reports_the_same_version_and_is_static(containerd_bins: dict[str, Path]) -> None:
@@ -89,7 +68,7 @@ def test_the_runc_shim_reports_the_same_version_and_is_static(containerd_bins: d
     output = _by_name(rt.containerd(CONTAINERD))["containerd-shim-runc-v2"].check(shim)
     assert f"Version:  {CONTAINERD}" in output
     assert f"Revision: {rt.stand_in_commit(rt.CONTAINERD_MODULE, CONTAINERD)}" in output
-    assert not _has_interpreter(shim.read_bytes())
+    assert not has_interpreter(shim.read_bytes())
 
 
 def test_runc_reports_its_version_spec_and_libseccomp(runc_bin: Path) -> None:
@@ -103,7 +82,7 @@ def test_runc_reports_its_version_spec_and_libseccomp(runc_bin: Path) -> None:
 
 def test_runc_is_static_pie_like_upstreams_release(runc_bin: Path) -> None:
     data = runc_bin.read_bytes()
-    assert not _has_interpreter(data)
+    assert not has_interpreter(data)
     assert struct.unpack_from("<H", data, 0x10)[0] == 3  # ET_DYN: position-independent, no loader
     ldd = subprocess.run(["ldd", str(runc_bin)], capture_output=True, text=True, check=False)
     assert "libseccomp" not in ldd.stdout
@@ -134,7 +113,7 @@ def test_each_lab_plugin_is_static_and_stamped(cni_tgz: Path, plugin: str, tmp_p
         extracted = tar.extractfile(f"./{plugin}")
         assert extracted is not None
         data = extracted.read()
-    assert not _has_interpreter(data)
+    assert not has_interpreter(data)
     path = tmp_path / plugin
     path.write_bytes(data)
     path.chmod(0o755)

@@ -10,8 +10,6 @@ Each binary is built once per session (module-scoped fixtures).
 from __future__ import annotations
 
 import shutil
-import struct
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,53 +17,29 @@ import pytest
 
 from deploy.bundle import recipes_tools as tools
 from deploy.bundle.recipes import GoBuild
+from tests.integration.bundle_fixtures import build_one, is_static
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed"),
 ]
 
-PT_INTERP = 3
 
 
-def _build(recipe: GoBuild, tmp: Path) -> Path:
-    out = tmp / recipe.key.name
-    started = time.monotonic()
-    source = recipe.produce(out)
-    seconds = time.monotonic() - started
-    assert source.kind == "build"
-    assert source.recipe_hash == recipe.recipe_hash()
-    assert sorted(p.name for p in tmp.iterdir()) == [recipe.key.name]  # exactly one file written
-    print(f"\n{recipe.key.name} {recipe.key.version}: built in {seconds:.1f} s, {out.stat().st_size} bytes")
-    return out
-
-
-def _is_static(path: Path) -> bool:
-    """An x86-64 ELF executable with no PT_INTERP program header (no dynamic loader)."""
-    with path.open("rb") as handle:
-        header = handle.read(64)
-        assert header[:4] == b"\x7fELF"
-        assert header[4] == 2  # ELFCLASS64
-        phoff, = struct.unpack_from("<Q", header, 32)
-        phentsize, phnum = struct.unpack_from("<HH", header, 54)
-        handle.seek(phoff)
-        table = handle.read(phentsize * phnum)
-    kinds = [struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum)]
-    return phnum > 0 and PT_INTERP not in kinds
 
 
 @pytest.fixture(scope="module")
 def gvisor(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[GoBuild, Path]]:
     built = {}
     for recipe in tools.gvisor():
-        built[recipe.key.name] = (recipe, _build(recipe, tmp_path_factory.mktemp(recipe.key.name)))
+        built[recipe.key.name] = (recipe, build_one(recipe, tmp_path_factory.mktemp(recipe.key.name))[0])
     return built
 
 
 def test_runsc_reports_the_pinned_go_branch_version(gvisor: dict[str, tuple[GoBuild, Path]]) -> None:
     recipe, runsc = gvisor["runsc"]
     assert recipe.check(runsc).splitlines()[0] == f"runsc version {tools.GVISOR_VERSION}"
-    assert _is_static(runsc)
+    assert is_static(runsc)
 
 
 def test_runsc_shim_reports_gvisors_version_and_commit(gvisor: dict[str, tuple[GoBuild, Path]]) -> None:
@@ -75,13 +49,13 @@ def test_runsc_shim_reports_gvisors_version_and_commit(gvisor: dict[str, tuple[G
     assert lines[0][0] == "containerd-shim-runsc-v1"
     assert fields["Version"] == tools.GVISOR_VERSION
     assert fields["Revision"] == tools.GVISOR_COMMIT
-    assert _is_static(shim)
+    assert is_static(shim)
 
 
 @pytest.fixture(scope="module", params=tools.COREDNS_VERSIONS)
 def coredns(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[GoBuild, Path]:
     recipe = tools.coredns(request.param)
-    return recipe, _build(recipe, tmp_path_factory.mktemp(f"coredns-{request.param}"))
+    return recipe, build_one(recipe, tmp_path_factory.mktemp(f"coredns-{request.param}"))[0]
 
 
 def test_coredns_reports_its_release_and_stamped_commit(coredns: tuple[GoBuild, Path]) -> None:
@@ -90,7 +64,7 @@ def test_coredns_reports_its_release_and_stamped_commit(coredns: tuple[GoBuild, 
     assert first == f"CoreDNS-{recipe.key.version.lstrip('v')}"
     assert second.startswith("linux/amd64, go1.")
     assert second.endswith(f", {tools.coredns_commit(recipe.key.version)}")
-    assert _is_static(binary)
+    assert is_static(binary)
 
 
 def test_coredns_has_the_default_plugins_with_kubernetes(coredns: tuple[GoBuild, Path]) -> None:
@@ -106,7 +80,7 @@ def _with_args(recipe: GoBuild, args: tuple[str, ...]) -> GoBuild:
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> tuple[GoBuild, Path]:
     recipe = tools.helm()
-    return recipe, _build(recipe, tmp_path_factory.mktemp("helm"))
+    return recipe, build_one(recipe, tmp_path_factory.mktemp("helm"))[0]
 
 
 def test_helm_reports_the_pinned_release(helm: tuple[GoBuild, Path]) -> None:
@@ -115,7 +89,7 @@ def test_helm_reports_the_pinned_release(helm: tuple[GoBuild, Path]) -> None:
     full = _with_args(recipe, ("version",)).check(binary)
     assert 'Version:"v3.22.0"' in full
     assert 'GitTreeState:"clean"' in full
-    assert _is_static(binary)
+    assert is_static(binary)
 
 
 def test_helm_assumes_the_kubernetes_minor_of_its_client_go(helm: tuple[GoBuild, Path], tmp_path: Path) -> None:

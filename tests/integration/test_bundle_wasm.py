@@ -2,8 +2,9 @@
 
 The chroot (mmdebstrap of trixie from Debian's mirror, ~2 min cold) is the real cache under
 $LABDEPLOY_CACHE/wasm and is reused; the crun build (~1.5 min on two cores) lands in the machine's
-real BundleStore, so it runs once per machine and each later run checks the cached binary. The container runs inside the chroot, since
-the binary and libwasmedge0 link trixie's glibc; it runs as root with crun's cgroups disabled.
+real BundleStore, so it runs once per machine and each later run checks the cached binary. The
+container runs inside the chroot, since the binary and libwasmedge0 link trixie's glibc; it runs as
+root with crun's cgroups disabled.
 """
 
 from __future__ import annotations
