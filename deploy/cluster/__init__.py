@@ -1,0 +1,1 @@
+"""The cluster stage: Kubernetes bootstrapped on the lab's nodes (kubeadm configuration so far)."""

@@ -1,0 +1,63 @@
+"""What deploy.cluster.kubeadm renders, field by field (kubeadm itself validates it in the integration test)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from deploy.cluster import kubeadm as k
+from deploy.errors import PlanError
+
+CLUSTER = k.Cluster("lab", "v1.36.3", "10.20.0.10:6443", cert_sans=("127.0.0.1", "localhost", "127.0.0.1"))
+
+
+def _docs(text: str) -> dict[str, dict[str, object]]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(text)}
+
+
+def test_init_carries_the_lab_values_and_the_node_ip() -> None:
+    node = k.Node("control-1", "10.20.0.10", labels={"b": "2", "a": "1"})
+    docs = _docs(k.render_init(CLUSTER, node, k.BootstrapToken("abcdef.0123456789abcdef")))
+    init, cluster = docs["InitConfiguration"], docs["ClusterConfiguration"]
+    assert init["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert init["localAPIEndpoint"] == {"advertiseAddress": "10.20.0.10", "bindPort": 6443}
+    assert init["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.20.0.10"},
+                                                             {"name": "node-labels", "value": "a=1,b=2"}]
+    assert "taints" not in init["nodeRegistration"]  # kubeadm's default: the control-plane taint
+    assert "timeouts" not in init
+    assert "patches" not in init
+    assert cluster["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12",
+                                     "dnsDomain": "cluster.local"}
+    assert cluster["apiServer"] == {"certSANs": ["127.0.0.1", "localhost"]}  # de-duplicated, in order
+    assert docs["KubeletConfiguration"]["cgroupDriver"] == "systemd"
+    assert docs["KubeProxyConfiguration"]["clusterCIDR"] == "10.244.0.0/16"
+
+
+def test_tcg_widens_kubeadms_waits_and_points_at_the_patches() -> None:
+    tcg = k.Cluster(**{**CLUSTER.__dict__, "tcg": True})  # type: ignore[arg-type]
+    init = _docs(k.render_init(tcg, k.Node("cp", "10.0.0.1"), k.new_token()))["InitConfiguration"]
+    assert init["timeouts"]["controlPlaneComponentHealthCheck"] == "20m0s"
+    assert init["patches"] == {"directory": k.PATCHES_DIR}
+    assert set(k.tcg_patches()) == {f"{c}+strategic.yaml" for c in ("etcd", "kube-apiserver",
+                                                                     "kube-controller-manager", "kube-scheduler")}
+
+
+def test_an_empty_taint_list_lets_a_control_plane_take_workloads() -> None:
+    init = _docs(k.render_init(CLUSTER, k.Node("cp", "10.0.0.1", taints=()), k.new_token()))["InitConfiguration"]
+    assert init["nodeRegistration"]["taints"] == []
+
+
+def test_bad_tokens_hashes_and_minors_are_plan_errors() -> None:
+    with pytest.raises(PlanError, match=r"abcdef\.0123456789abcdef"):
+        k.BootstrapToken("ABCDEF.0123456789abcdef")
+    with pytest.raises(PlanError, match="sha256:<hex>"):
+        k.JoinSecrets(k.new_token(), ("md5:00",))
+    with pytest.raises(PlanError, match="no known configuration API version") as info:
+        _ = k.Cluster("lab", "v1.30.0", "x:6443").api
+    assert info.value.hint == "use one of the minors 1.35, 1.36, 1.37"
+
+
+def test_new_tokens_are_random_and_well_formed() -> None:
+    tokens = {k.new_token().value for _ in range(20)}
+    assert len(tokens) == 20
+    assert all(k._TOKEN.match(t) for t in tokens)
