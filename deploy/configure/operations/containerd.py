@@ -17,12 +17,16 @@ from pyinfra.facts.files import File
 from deploy.configure.facts import ContainerdImageDigests, ContainerdImages, TomlFile, parse_toml
 from deploy.configure.operations import put_text
 
-CRI = "io.containerd.grpc.v1.cri"  # the CRI plugin's table under [plugins]
+CRI = "io.containerd.grpc.v1.cri"  # containerd 1.x (config version 2): the CRI plugin's table under [plugins]
+CRI_RUNTIME = "io.containerd.cri.v1.runtime"  # containerd 2.x (config version 3): runtimes ...
+CRI_IMAGES = "io.containerd.cri.v1.images"  # ... and images (registry, pinned images) are two plugins
 HEADER = "# managed by labdeploy; local edits are overwritten\n"
 
 
 def _handler_table(handler: dict[str, Any], systemd_cgroup: bool) -> dict[str, Any]:
     table: dict[str, Any] = {"runtime_type": handler["runtime_type"]}
+    if handler.get("pod_annotations"):
+        table["pod_annotations"] = list(handler["pod_annotations"])  # CRI drops the others before the runtime
     options: dict[str, Any] = {}
     if handler.get("binary_name"):
         options["BinaryName"] = handler["binary_name"]
@@ -40,13 +44,24 @@ def config_document(
     systemd_cgroup: bool = True,
     registry_config_path: str = "/etc/containerd/certs.d",
     default_runtime: str = "runc",
+    *,
+    version: int = 2,
+    sandbox_image: str | None = None,
 ) -> dict[str, Any]:
-    """containerd 1.7 config.toml (version 2) as data: one CRI runtime table per handler."""
+    """config.toml as data, one CRI runtime table per handler, in config ``version`` (see
+    :func:`config_version`): 2 has one CRI plugin; 3 and 4 split it into runtime and images plugins
+    (4 differs from 3 only in server settings, which labdeploy leaves at their defaults)."""
     runtimes = {h["name"]: _handler_table(h, systemd_cgroup) for h in handlers}
-    cri = {
-        "containerd": {"default_runtime_name": default_runtime, "runtimes": runtimes},
-        "registry": {"config_path": registry_config_path},
-    }
+    containerd = {"default_runtime_name": default_runtime, "runtimes": runtimes}
+    registry = {"config_path": registry_config_path}
+    if version >= 3:
+        images: dict[str, Any] = {"registry": registry}
+        if sandbox_image:
+            images["pinned_images"] = {"sandbox": sandbox_image}
+        return {"version": version, "plugins": {CRI_RUNTIME: {"containerd": containerd}, CRI_IMAGES: images}}
+    cri: dict[str, Any] = {"containerd": containerd, "registry": registry}
+    if sandbox_image:
+        cri["sandbox_image"] = sandbox_image
     return {"version": 2, "plugins": {CRI: cri}}
 
 
@@ -55,9 +70,28 @@ def render_config(
     systemd_cgroup: bool = True,
     registry_config_path: str = "/etc/containerd/certs.d",
     default_runtime: str = "runc",
+    *,
+    version: int = 2,
+    sandbox_image: str | None = None,
 ) -> str:
-    """containerd 1.7 config.toml (version 2) with one CRI runtime table per handler."""
-    return HEADER + tomli_w.dumps(config_document(handlers, systemd_cgroup, registry_config_path, default_runtime))
+    """config.toml text in config ``version`` (see :func:`config_document`)."""
+    document = config_document(handlers, systemd_cgroup, registry_config_path, default_runtime, version=version,
+                               sandbox_image=sandbox_image)
+    return HEADER + tomli_w.dumps(document)
+
+
+def config_version(containerd: str) -> int:
+    """The config version a containerd release reads natively (its ``version.ConfigVersion``): 1.x 2,
+    2.0-2.2 3, 2.3 and later 4 (read from v2.2.9's and v2.3.7's and v2.4.2's sources)."""
+    try:
+        major, minor = (int(part) for part in containerd.lstrip("v").split(".")[:2])
+    except ValueError:
+        raise OperationValueError(f"containerd version {containerd!r} is not major.minor[.patch]") from None
+    if major == 1:
+        return 2
+    if major == 2:
+        return 3 if minor <= 2 else 4
+    raise OperationValueError(f"containerd {containerd} is not known; labdeploy renders configs for 1.x and 2.x")
 
 
 @operation()
@@ -66,12 +100,17 @@ def config(
     path: str = "/etc/containerd/config.toml",
     systemd_cgroup: bool = True,
     registry_config_path: str = "/etc/containerd/certs.d",
+    *,
+    containerd: str = "1.7",
+    sandbox_image: str | None = None,
 ) -> Generator[Any]:
-    """Render config.toml; rewrite it only when its parsed content differs (formatting is ignored)."""
+    """Render config.toml for the installed ``containerd`` release; rewrite it only when its parsed
+    content differs (formatting is ignored)."""
     names = [h["name"] for h in handlers]
     if len(set(names)) != len(names):
         raise_duplicate(names)
-    text = render_config(handlers, systemd_cgroup, registry_config_path)
+    text = render_config(handlers, systemd_cgroup, registry_config_path, version=config_version(containerd),
+                         sandbox_image=sandbox_image)
     current = host.get_fact(TomlFile, path=path)
     if current == parse_toml(text):
         host.noop(f"containerd config has handlers {', '.join(names)}")
