@@ -15,7 +15,11 @@ def supplied_files(resolved: ResolvedLab) -> frozenset[str]:
         return frozenset()
     from deploy.bundle.catalog import everything
     from deploy.configure.catalog import needed_files
+    from deploy.errors import PlanError
 
     k8s = resolved.lab.kubernetes
-    made = {key.name for key in everything(k8s.version if k8s else None, list(resolved.runtimes))}
+    try:
+        made = {key.name for key in everything(k8s.version if k8s else None, list(resolved.runtimes))}
+    except PlanError:  # a minor or runtime the catalog lacks: validate reports it where it is written
+        return frozenset()
     return frozenset(item.name for _, item in needed_files(resolved.runtimes, {}) if item.name in made)

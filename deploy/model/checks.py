@@ -22,6 +22,12 @@ from deploy.model.checks_configure import (
     check_runtime_files,
     check_system,
 )
+from deploy.model.checks_kubernetes import (
+    check_cluster_cidrs,
+    check_cni,
+    check_control_planes,
+    check_kubernetes_version,
+)
 from deploy.model.implied import MGMT, USER_NETWORKS
 from deploy.model.load import LoadedLab
 from deploy.model.problems import field_path, names, problem
@@ -231,4 +237,5 @@ CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_node_references, check_group_overrides, check_networks, check_addresses,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
                        check_host_ports, check_roles, check_kubernetes_apt, check_runtime_files, check_mirrors,
-                       check_system, check_bundle_catalog]
+                       check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
+                       check_control_planes, check_cni]

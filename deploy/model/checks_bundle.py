@@ -14,8 +14,13 @@ from deploy.model.resolve import ResolvedLab
 
 
 def check_bundle_catalog(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
-    if resolved.lab.bundle.source not in ("build", "offline") or resolved.lab.kubernetes is None:
+    k8s = resolved.lab.kubernetes
+    if resolved.lab.bundle.source not in ("build", "offline") or k8s is None:
         return
+    from deploy.model.checks_kubernetes import supported_minor
+
+    if not supported_minor(k8s.version):
+        return  # check_kubernetes_version says so, for every bundle source
     from deploy.bundle.build import lab_wanted
 
     try:

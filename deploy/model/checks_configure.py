@@ -44,7 +44,7 @@ def check_roles(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
             elif ROLES[role].needs_kubernetes and resolved.lab.kubernetes is None:
                 yield problem(loaded, where, f"role {role!r} at {format_path(path)}{_line(loaded, where)} "
                               "needs a kubernetes: section",
-                              "add kubernetes: {version: '1.31', control_plane: <group>, apt: {repo: ...}}, "
+                              "add kubernetes: {version: '1.36', control_plane: <group>, apt: {repo: ...}}, "
                               "or drop the role")
 
 

@@ -17,7 +17,12 @@ class CiliumSpec(Strict):
     hubble: bool = False
 
 
+class BridgeCniSpec(Strict):
+    """The CNI plugins' bridge and host-local on each node, with routes between the nodes' pod CIDRs."""
+
+
 class CniSpec(Strict):
+    bridge: BridgeCniSpec | None = None
     cilium: CiliumSpec | None = None
 
 

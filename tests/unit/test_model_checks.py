@@ -129,12 +129,12 @@ groups:
   control: {count: 1}
   workers: {count: 2}
 kubernetes:
-  version: '1.31'
+  version: '1.36'
 """  # kubernetes: is line 13
 
 
 def test_kubernetes_unknown_control_plane_and_workers(tmp_path: Path) -> None:
-    problems = problems_of(tmp_path, K8S + "  control_plane: cp\n  workers: [workers, wrk]\n")
+    problems = problems_of(tmp_path, K8S + "  control_plane: cp\n  workers: [workers, wrk]\n  cni: {bridge: {}}\n")
     assert [(p.message, p.location.line, p.location.path) for p in problems] == [
         ("kubernetes.control_plane names unknown group 'cp'", 15, "kubernetes.control_plane"),
         ("kubernetes.workers names unknown group 'wrk'", 16, "kubernetes.workers"),

@@ -119,13 +119,13 @@ def test_k8s_role_without_a_kubernetes_section(tmp_path: Path) -> None:
         ("role 'k8s-node' at groups.cp.roles (line 11) needs a kubernetes: section", 11),
         ("role 'k8s-worker' at groups.w.roles (line 12) needs a kubernetes: section", 12),
     ]
-    assert "kubernetes: {version: '1.31'" in problems[0].hint
+    assert "kubernetes: {version: '1.36'" in problems[0].hint
 
 
 K8S = HEAD + """groups:
   cp: {roles: [k8s-control-plane]}
 kubernetes:
-  version: '1.31'
+  version: '1.36'
   control_plane: cp
 """  # kubernetes: is line 12
 
@@ -140,11 +140,11 @@ def test_k8s_roles_need_the_kubernetes_apt_repository(tmp_path: Path) -> None:
 
 
 def test_kubernetes_apt_fields_reach_configure(tmp_path: Path) -> None:
-    lab = valid(tmp_path, K8S.replace("'1.31'", "'1.31.2'") + "  apt: {repo: 'http://m/v{version}/deb/ /', "
+    lab = valid(tmp_path, K8S.replace("'1.36'", "'1.36.3'") + "  apt: {repo: 'http://m/v{version}/deb/ /', "
                 "key: 'http://m/v{version}/deb/Release.key'}\n")
     settings = configure_settings(lab)
     assert settings.kubernetes_apt_repo == "http://m/v{version}/deb/ /"  # the deploy fills in the minor
-    assert settings.kubernetes_apt_key == "http://m/v1.31/deb/Release.key"
+    assert settings.kubernetes_apt_key == "http://m/v1.36/deb/Release.key"
     assert validate_settings(settings, {n.name: n.roles for n in lab.nodes.values()}) == []
 
 

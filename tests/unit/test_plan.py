@@ -152,7 +152,7 @@ def test_order_respects_dependencies_and_is_deterministic(tmp_path: Path) -> Non
 
 def test_kubernetes_and_ansible_resources(tmp_path: Path) -> None:
     text = LAB + """kubernetes:
-  version: '1.31'
+  version: '1.36'
   control_plane: control
   workers: workers
   cni: {cilium: {version: 1.17.0}}

@@ -119,7 +119,7 @@ groups:
 nodes:
   workers-2: {gpus: [{pci: "0000:3b:00.0"}]}
 kubernetes:
-  version: "1.31"
+  version: "1.36"
   control_plane: control
   workers: workers
   cni: {cilium: {version: 1.17.0}}

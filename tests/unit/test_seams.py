@@ -42,7 +42,7 @@ networks:
 defaults: {image: deb, networks: [mgmt]}
 groups:
   cp: {count: 1, roles: [k8s-control-plane]}
-kubernetes: {version: "1.31", control_plane: cp, apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
+kubernetes: {version: "1.36", control_plane: cp, apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
 """
 
 

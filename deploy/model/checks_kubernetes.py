@@ -1,0 +1,102 @@
+"""The ``kubernetes:`` section at ``validate``: what kubeadm, etcd or the CNI would refuse later.
+
+    check_kubernetes_version   the minor is one the catalog pins (the bundle and the kubeadm config know it)
+    check_cluster_cidrs        pod and service CIDRs are networks, apart from each other and the lab's networks
+    check_control_planes       an odd number of control-plane nodes (etcd needs a majority), not also workers
+    check_cni                  workers need a CNI to reach each other's pods
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from deploy.errors import Problem
+from deploy.model.load import LoadedLab
+from deploy.model.problems import problem
+from deploy.model.resolve import ResolvedLab
+from deploy.model.schema_kubernetes import KubernetesSpec
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _minors() -> list[str]:
+    from deploy.bundle.catalog import VERSIONS
+
+    return sorted(VERSIONS)
+
+
+def supported_minor(version: str) -> bool:
+    return ".".join(version.split(".")[:2]) in _minors()
+
+
+def check_kubernetes_version(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    k8s = resolved.lab.kubernetes
+    if k8s is not None and not supported_minor(k8s.version):
+        yield problem(loaded, ("kubernetes", "version"),
+                      f"Kubernetes {k8s.version} is not supported; the supported minors are {', '.join(_minors())}",
+                      f'set kubernetes.version: "{_minors()[-1]}" (or a patch release of a supported minor)')
+
+
+def _cidr(loaded: LoadedLab, k8s: KubernetesSpec, key: str) -> tuple[Network | None, list[Problem]]:
+    text = getattr(k8s, key)
+    try:
+        return ipaddress.ip_network(text, strict=True), []
+    except ValueError as exc:
+        return None, [problem(loaded, ("kubernetes", key), f"kubernetes.{key} {text!r} is not a network: {exc}",
+                              "write it as an address with a prefix length and no host bits, e.g. 10.244.0.0/16")]
+
+
+def check_cluster_cidrs(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    k8s = resolved.lab.kubernetes
+    if k8s is None:
+        return
+    pods, bad_pods = _cidr(loaded, k8s, "pod_cidr")
+    services, bad_services = _cidr(loaded, k8s, "service_cidr")
+    yield from (*bad_pods, *bad_services)
+    if pods is not None and services is not None and pods.overlaps(services):
+        yield problem(loaded, ("kubernetes", "service_cidr"),
+                      f"kubernetes.service_cidr {services} overlaps pod_cidr {pods}",
+                      "give services and pods separate ranges, e.g. pod_cidr 10.244.0.0/16, service_cidr 10.96.0.0/12")
+    for key, cluster in (("pod_cidr", pods), ("service_cidr", services)):
+        for net in resolved.networks.values():
+            lab_net = _network_of(net.cidr)
+            if cluster is not None and lab_net is not None and cluster.overlaps(lab_net):
+                yield problem(loaded, ("kubernetes", key),
+                              f"kubernetes.{key} {cluster} overlaps network {net.name} ({lab_net})",
+                              "pick a cluster range that no lab network uses; nodes would route pod or service "
+                              "traffic onto the lab network")
+
+
+def _network_of(cidr: str | None) -> Network | None:
+    try:
+        return ipaddress.ip_network(cidr, strict=False) if cidr else None
+    except ValueError:
+        return None  # check_networks reports a malformed cidr
+
+
+def check_control_planes(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    k8s = resolved.lab.kubernetes
+    if k8s is None or k8s.control_plane not in resolved.lab.groups:
+        return
+    count = sum(1 for node in resolved.nodes.values() if node.group == k8s.control_plane)
+    if count and count % 2 == 0:
+        yield problem(loaded, ("groups", k8s.control_plane, "count"),
+                      f"group {k8s.control_plane} has {count} control-plane nodes; etcd needs a majority, so an "
+                      f"even number tolerates no more failures than {count - 1}",
+                      f"use {count - 1} or {count + 1} control-plane nodes")
+    if k8s.control_plane in k8s.worker_groups:
+        yield problem(loaded, ("kubernetes", "workers"),
+                      f"group {k8s.control_plane} is both kubernetes.control_plane and a worker group",
+                      "list only worker groups in kubernetes.workers; a single-node cluster leaves workers unset "
+                      "(its control plane then takes workloads)")
+
+
+def check_cni(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    k8s = resolved.lab.kubernetes
+    if k8s is None or k8s.cni is not None or not k8s.worker_groups:
+        return
+    yield problem(loaded, ("kubernetes", "workers"),
+                  f"kubernetes.workers ({', '.join(k8s.worker_groups)}) need a CNI to carry pod traffic between "
+                  "nodes, and kubernetes.cni is not set",
+                  "add kubernetes.cni: {bridge: {}} (routes between the nodes' pod CIDRs) or {cilium: {version: ...}}")
