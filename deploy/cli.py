@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deploy import __version__
-from deploy.cli_bundle import bundle_parser, cmd_bundle
+from deploy.cli_bundle import Say, bundle_parser, cmd_bundle
 from deploy.errors import ConfigError, LabError
 
 COMMANDS = ("validate", "plan", "up", "verify", "destroy", "status", "graph", "reap", "bundle", "schema", "doctor")
@@ -388,9 +389,10 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return 0 if all(f.ok for f in findings) else 1
 
 
-HANDLERS = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "verify": cmd_verify, "destroy": cmd_destroy,
-            "status": cmd_status, "graph": cmd_graph, "reap": cmd_reap, "bundle": cmd_bundle, "schema": cmd_schema,
-            "doctor": cmd_doctor}
+HANDLERS: dict[str, Any] = {
+    "validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "verify": cmd_verify, "destroy": cmd_destroy,
+    "status": cmd_status, "graph": cmd_graph, "reap": cmd_reap, "schema": cmd_schema, "doctor": cmd_doctor,
+    "bundle": partial(cmd_bundle, say=Say.of(out, err))}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""``deploy bundle build|list|prune``: the CLI of the bundle store (errors still reach ``cli.main``)."""
+"""``deploy bundle build|list|prune``: the CLI of the bundle store (errors still reach ``cli.main``).
+
+Nothing here prints: ``cli.py`` hands in a :class:`Say` with its consoles, and this module says
+through it what each verb reports.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,26 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Say:
+    """Where the verbs report: a result line (stdout), JSON (stdout), and the console for the progress bar."""
+
+    line: Callable[[str], None]
+    json: Callable[[str], None]
+    note: Callable[[str], None]  # a remark beside the progress bar (stderr)
+    progress_console: Any  # the rich Console (stderr) the bar draws on
+
+    @classmethod
+    def of(cls, out: Any, err: Any) -> Say:
+        """From cli.py's two rich Consoles."""
+        return cls(line=lambda text: out.print(text, markup=False), json=out.print_json,
+                   note=lambda text: err.print(text, markup=False), progress_console=err)
 
 
 def bundle_parser(sub: Any) -> None:
@@ -29,30 +51,27 @@ def bundle_parser(sub: Any) -> None:
         verb.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def cmd_bundle(args: argparse.Namespace) -> int:
+def cmd_bundle(args: argparse.Namespace, say: Say) -> int:
     from deploy.bundle.store import BundleStore
-    from deploy.cli import out
 
     store = BundleStore()
     if args.verb == "build":
-        return _bundle_build(args, store)
+        return _bundle_build(args, store, say)
     items = store.list() if args.verb == "list" else store.prune(args.keep)
     if args.output == "json":
-        out.print_json(json.dumps([{"key": str(a.key), "sha256": a.sha256, "size": a.size, "source": a.source.kind,
+        say.json(json.dumps([{"key": str(a.key), "sha256": a.sha256, "size": a.size, "source": a.source.kind,
                                     "ref": a.source.ref, "created": a.created} for a in items]))
         return 0
     for a in items:
-        out.print(f"  {a.key}  {a.size / 2**20:.1f} MiB  sha256:{a.sha256[:16]}  {a.source.kind}: {a.source.ref}",
-                  markup=False)
+        say.line(f"  {a.key}  {a.size / 2**20:.1f} MiB  sha256:{a.sha256[:16]}  {a.source.kind}: {a.source.ref}")
     verb = "holds" if args.verb == "list" else "pruned"
-    out.print(f"The bundle {verb} {len(items)} artifact{'s' * (len(items) != 1)} ({store.root}).", markup=False)
+    say.line(f"The bundle {verb} {len(items)} artifact{'s' * (len(items) != 1)} ({store.root}).")
     return 0
 
 
-def _bundle_build(args: argparse.Namespace, store: Any) -> int:
+def _bundle_build(args: argparse.Namespace, store: Any, say: Say) -> int:
     from deploy.bundle import build as bundle
     from deploy.bundle.fetch import fetcher_for
-    from deploy.cli import out
 
     source, files = args.source or "build", None
     if args.lab is not None:
@@ -66,38 +85,35 @@ def _bundle_build(args: argparse.Namespace, store: Any) -> int:
     if source == "offline":  # the lab says never to build or download: only check what is there
         bundle.refuse_missing(want, store, str(args.lab))
     quiet = args.output == "json"
-    view = _BuildView(len(want.recipes), quiet)
+    view = _BuildView(len(want.recipes), quiet, say)
     try:
         lines = bundle.build(want, store, parallel=args.parallel, on_event=view.event,
                              fetcher=fetcher_for(source, files), fallback=source == "auto")
     finally:
         view.close()
     if quiet:
-        out.print_json(json.dumps({"artifacts": [{"key": str(x.key), "outcome": x.outcome,
+        say.json(json.dumps({"artifacts": [{"key": str(x.key), "outcome": x.outcome,
                                                   "seconds": round(x.seconds, 3), "size": x.size, "error": x.error}
                                                  for x in lines],
                                    "not_buildable": [str(k) for k in want.not_buildable]}))
     else:
         if want.not_buildable:
-            out.print(f"  not buildable by this version yet: {', '.join(str(k) for k in want.not_buildable)}",
-                      markup=False)
+            say.line(f"  not buildable by this version yet: {', '.join(str(k) for k in want.not_buildable)}")
         outcomes = ("built", "fetched", "cached", "failed")
         counts = ", ".join(f"{sum(x.outcome == o for x in lines)} {o}" for o in outcomes)
-        out.print(f"{counts} ({store.root}).", markup=False)
+        say.line(f"{counts} ({store.root}).")
     return 6 if any(x.outcome == "failed" for x in lines) else 0
 
 
 class _BuildView:
     """A bar over the artifacts and what is being built now (stderr), and a line as each one ends (stdout)."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
+    def __init__(self, total: int, quiet: bool, say: Say) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from deploy.cli import err
-
-        self.quiet, self.lock, self.running = quiet, threading.Lock(), dict[str, float]()
+        self.quiet, self.say, self.lock, self.running = quiet, say, threading.Lock(), dict[str, float]()
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err, transient=True)
+                                 TimeElapsedColumn(), console=say.progress_console, transient=True)
         self.task = self.progress.add_task("bundle", total=total)
         if not quiet and total:
             self.progress.start()
@@ -105,7 +121,6 @@ class _BuildView:
     def event(self, event: dict[str, Any]) -> None:
         from deploy.bundle.build import Line
         from deploy.bundle.manifest import ArtifactKey
-        from deploy.cli import out
 
         if self.quiet:
             return
@@ -114,14 +129,13 @@ class _BuildView:
             if event["status"] == "started":
                 self.running[key] = time.monotonic()
             elif event["status"] == "fallback":
-                self.progress.console.print(f"  {key}: download failed, building it instead ({event['error']})",
-                                            markup=False)
+                self.say.note(f"  {key}: download failed, building it instead ({event['error']})")
             else:
                 self.running.pop(key, None)
                 self.progress.advance(self.task)
                 line = Line(ArtifactKey.parse(key), event["status"], event["seconds"], event.get("size", 0),
                             event.get("error", ""))
-                out.print(line.text(), markup=False)
+                self.say.line(line.text())
             now = time.monotonic()
             busy = ", ".join(f"{k.split('/')[0]} {now - t:.0f}s" for k, t in self.running.items())
             self.progress.update(self.task, description=f"ensuring {busy}" if busy else "bundle")
