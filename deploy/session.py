@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from deploy import resources as rid
 from deploy.artifacts import RunArtifacts, new_run_id
+from deploy.bundle.build import check_offline
 from deploy.errors import LabError, ProviderError, StageError, VerificationError
 from deploy.model import LoadedLab, ResolvedLab, open_lab
 from deploy.plan import RECONFIGURE, Plan, Request, make_plan
@@ -72,7 +73,7 @@ class LabSession:
 
     def plan(self, *, refresh: bool = True, request: Request | None = None) -> Plan:
         """What ``up`` would do. Reads only: no key, state folder or artifact is written."""
-        self._check_bundle()
+        check_offline(self.resolved, str(self.lab_file))
         state = self.store.load()
         missing: list[str] = []
         if refresh and state.resources:
@@ -82,15 +83,6 @@ class LabSession:
             finally:
                 pool.close()
         return make_plan(self.resolved, state, missing, request=request, provider_ok=self.provider_ok)
-
-    def _check_bundle(self) -> None:
-        """``bundle: {source: offline}`` with artifacts missing is refused before any side effect."""
-        if self.resolved.lab.bundle.source != "offline":
-            return
-        from deploy.bundle.build import lab_wanted, refuse_missing
-        from deploy.bundle.store import BundleStore
-
-        refuse_missing(lab_wanted(self.resolved), BundleStore(), str(self.lab_file))
 
     def provider_ok(self, name: str | None) -> bool:
         """Whether this version implements provider ``name``'s kind (entry points scanned once a kind)."""
@@ -134,7 +126,7 @@ class LabSession:
 
     def _up(self, run_id: str, artifacts: RunArtifacts, parallel: int | None, sink: EventSink, *,
             stop: threading.Event | None, request: Request) -> UpResult:
-        self._check_bundle()
+        check_offline(self.resolved, str(self.lab_file))
         tags = self._tags(run_id)
         pool = self._pool(artifacts.dir, sink)
         state = self.store.load()

@@ -148,6 +148,12 @@ def _ensure(recipe: Recipe, store: BundleStore, on_event: EventSink, fetcher: Fe
     return store.ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())
 
 
+def check_offline(resolved: ResolvedLab, lab_file: str) -> None:
+    """``bundle: {source: offline}`` with artifacts missing is refused before any side effect (plan, up)."""
+    if resolved.lab.bundle.source == "offline":
+        refuse_missing(lab_wanted(resolved), BundleStore(), lab_file)
+
+
 def refuse_missing(want: Wanted, store: BundleStore, lab_file: str) -> None:
     """``bundle: {source: offline}``: every artifact must already be in the store."""
     missing = store.missing(want.keys)
