@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,15 @@ class StepContext:
     outputs_of: Callable[[str], Outputs]
     artifacts_dir: Path | None = None
     emit: Callable[[dict[str, Any]], None] = lambda _event: None
+    _recipes: dict[str, Any] | None = field(default=None, repr=False)  # the lab's bundle recipes by key, once a run
+
+    def bundle_recipe(self, key: str) -> Any:
+        """The recipe of bundle artifact ``key`` (the lab's catalog is walked once per run, not once per step)."""
+        if self._recipes is None:
+            from deploy.bundle.build import lab_wanted
+
+            self._recipes = {str(r.key): r for r in lab_wanted(self.resolved).recipes}
+        return self._recipes.get(key)
 
 
 def per_resource(step: Callable[[Resource, StepContext], Outputs]) -> Executor:
@@ -145,10 +154,9 @@ def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | L
 
 def _bundle(resource: Resource, ctx: StepContext) -> Outputs:
     """Ensure one artifact in the bundle store (built here when it is missing or its recipe changed)."""
-    from deploy.bundle.build import lab_wanted
     from deploy.bundle.store import BundleStore
 
-    recipe = next((r for r in lab_wanted(ctx.resolved).recipes if str(r.key) == resource.name), None)
+    recipe = ctx.bundle_recipe(resource.name)
     if recipe is None:
         raise StageError("bundle", f"no recipe builds {resource.name}")
     artifact, outcome = BundleStore().ensure(recipe.key, recipe.produce, recipe_hash=recipe.recipe_hash())

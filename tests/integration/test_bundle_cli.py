@@ -19,6 +19,7 @@ from deploy.model import open_lab
 from deploy.plan import make_plan
 from deploy.resources import ResourceId
 from deploy.state import LabState
+from deploy.steps import StepContext
 
 K8S = """name: b
 kubernetes: {version: "1.36", control_plane: cp, runtimes: [runc],
@@ -108,9 +109,12 @@ def test_the_bundle_step_of_up_builds_into_the_store(tmp_path: Path) -> None:
     plan = make_plan(resolved, LabState("b"))
     pause = next(r for r in plan.resources.values() if r.kind == "bundle" and r.name.startswith("pause@"))
 
-    class Ctx:  # the executor reads only these fields of the step context
+    class Ctx:  # the executor reads only these fields of the step context (and its real recipe lookup)
+        bundle_recipe = StepContext.bundle_recipe
+
         def __init__(self) -> None:
             self.resolved = resolved
+            self._recipes = None
             self.events: list[dict[str, object]] = []
 
         def emit(self, event: dict[str, object]) -> None:
