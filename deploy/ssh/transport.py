@@ -20,6 +20,7 @@ are bounded by one deadline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
@@ -244,7 +245,9 @@ def _run(
     def expire() -> None:  # closing at the deadline unblocks every paramiko wait
         expired.set()
         if channel is not None:
-            channel.close()
+            # the connection may have died first: the command's own wait reports that, not this timer thread
+            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+                channel.close()
         if on_expire is not None:
             on_expire()
 
@@ -256,7 +259,11 @@ def _run(
         out, err = _collect(channel, deadline)
         if not channel.status_event.wait(_left(deadline)) or expired.is_set():
             raise TimeoutError
-        return CommandResult(channel.recv_exit_status(), _text(out), _text(err))
+        rc = channel.recv_exit_status()
+        if rc == -1 and not transport.is_active():  # closed without an exit status: the connection went away
+            raise ProviderError(f"the connection to node {alias!r} was lost while `{command}` ran",
+                                hint="check that the node is up and its sshd running; the command may have run")
+        return CommandResult(rc, _text(out), _text(err))
     except TimeoutError:
         raise _command_timeout(alias, command, timeout) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.errors import ProviderError
 from deploy.ssh import (
     CommandTimeout,
     HostKeyChanged,
@@ -76,3 +77,20 @@ def test_strict_store_refuses_unknown_and_changed_keys(
     assert changed.value.offered.get_name() == "ssh-ed25519"
     assert not list(tmp_path.glob("*.tmp"))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_connection_lost_mid_command_is_an_error_not_exit_status_minus_one(
+        sshd: SshServer, tmp_path: Path) -> None:
+    """paramiko reports -1 for a channel closed without an exit status; that is a lost node, not a result."""
+    import threading
+
+    transport = connect(sshd.endpoint(), known_hosts=tmp_path / "kh", alias="n1", timeout=10)
+    cut = threading.Timer(0.5, transport.sock.close)  # the network goes away under the command
+    cut.start()
+    try:
+        with pytest.raises(ProviderError, match=r"connection to node 'n1' was lost while `sleep 30` ran"):
+            run_on(transport, "sleep 30", alias="n1", timeout=5)
+    finally:
+        cut.join()
+        transport.close()
