@@ -10,6 +10,7 @@
     deploy graph LAB            the resource DAG (--format mermaid|dot|html)
     deploy reap [LAB]           remove expired or orphaned lab resources, through the providers
     deploy bundle build|list|prune  fill, list or trim the bundle store (binaries and images labs need)
+    deploy kubeconfig LAB       the lab's admin kubeconfig path; --merge adds it to ~/.kube/config
     deploy schema               the lab file's JSON Schema
     deploy doctor               host prerequisites, each with the command that fixes it
 """
@@ -33,9 +34,9 @@ from rich.table import Table
 
 from deploy import __version__
 from deploy.cli_bundle import Say, bundle_parser, cmd_bundle
+from deploy.cli_cluster import cmd_kubeconfig, kubeconfig_parser
 from deploy.errors import ConfigError, LabError
 
-COMMANDS = ("validate", "plan", "up", "verify", "destroy", "status", "graph", "reap", "bundle", "schema", "doctor")
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     reap.add_argument("--dry-run", action="store_true", help="list what would be removed")
     reap.add_argument("--output", choices=("text", "json"), default="text")
     bundle_parser(sub)
+    kubeconfig_parser(sub)
     schema = sub.add_parser("schema", help="write the lab JSON Schema")
     schema.add_argument("-o", "--out", type=Path, help="file to write (default: stdout)")
     sub.add_parser("doctor", help="check host prerequisites")
@@ -98,9 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 def _argv(argv: list[str]) -> list[str]:
     """`deploy LAB` means `deploy up LAB`."""
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
-    if first is not None and argv[first] not in COMMANDS:
-        return [*argv[:first], "up", *argv[first:]]
-    return argv
+    return argv if first is None or argv[first] in HANDLERS else [*argv[:first], "up", *argv[first:]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,8 +382,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
 
     findings = run_checks()
     for f in findings:
-        mark = "[green]ok[/green]  " if f.ok else "[red]FAIL[/red]"
-        out.print(f"{mark} {f.name}: {f.detail}")
+        out.print(f"{'[green]ok[/green]  ' if f.ok else '[red]FAIL[/red]'} {f.name}: {f.detail}")
         if f.fix:
             out.print(f"       fix: {f.fix}", markup=False)
     return 0 if all(f.ok for f in findings) else 1
@@ -392,7 +391,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Any] = {
     "validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "verify": cmd_verify, "destroy": cmd_destroy,
     "status": cmd_status, "graph": cmd_graph, "reap": cmd_reap, "schema": cmd_schema, "doctor": cmd_doctor,
-    "bundle": partial(cmd_bundle, say=Say.of(out, err))}
+    "bundle": partial(cmd_bundle, say=Say.of(out, err)), "kubeconfig": partial(cmd_kubeconfig, say=Say.of(out, err))}
 
 
 if __name__ == "__main__":
