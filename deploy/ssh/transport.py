@@ -211,12 +211,15 @@ def run_command(
     known_hosts: HostKeyStore | Path,
     alias: str,
     timeout: float,
+    stdin: bytes | None = None,
 ) -> CommandResult:
-    """Run ``command`` on ``endpoint`` (one connection attempt) within ``timeout`` seconds."""
+    """Run ``command`` on ``endpoint`` (one connection attempt) within ``timeout`` seconds; ``stdin`` is
+    written to the command's standard input (secrets pass this way: never on a command line or on disk)."""
     deadline = time.monotonic() + timeout
     transport = connect(endpoint, known_hosts=known_hosts, alias=alias, timeout=timeout)
     try:
-        return _run(transport, command, alias=alias, timeout=timeout, deadline=deadline, on_expire=transport.close)
+        return _run(transport, command, alias=alias, timeout=timeout, deadline=deadline, on_expire=transport.close,
+                    stdin=stdin)
     finally:
         transport.close()
 
@@ -238,6 +241,7 @@ def _run(
     timeout: float,
     deadline: float,
     on_expire: Callable[[], None] | None = None,
+    stdin: bytes | None = None,
 ) -> CommandResult:
     expired = threading.Event()
     channel: paramiko.Channel | None = None
@@ -256,6 +260,9 @@ def _run(
     try:
         channel = transport.open_session(timeout=_left(deadline))
         channel.exec_command(command)
+        if stdin is not None:
+            channel.sendall(stdin)
+            channel.shutdown_write()
         out, err = _collect(channel, deadline)
         if not channel.status_event.wait(_left(deadline)) or expired.is_set():
             raise TimeoutError
