@@ -68,7 +68,8 @@ def bundle_files(resolved: ResolvedLab, settings: ConfigureSettings) -> Configur
             raise StageError("configure", f"the bundle has no {keys[name]}, which the nodes need",
                              hint="run `deploy bundle build LAB` (or bundle: {source: build} builds it during up)")
         found[name] = (str(artifact.path), artifact.sha256)
-    return replace(settings, bundle_files=found, bundle_images=bundle_images(resolved))
+    release = keys["containerd"].version.lstrip("v") if "containerd" in found else settings.containerd_release
+    return replace(settings, bundle_files=found, bundle_images=bundle_images(resolved), containerd_release=release)
 
 
 def bundle_images(resolved: ResolvedLab) -> dict[str, tuple[str, str]]:
@@ -169,4 +170,18 @@ def cluster_expect(resolved: ResolvedLab) -> ClusterExpect:
         kube_proxy_replacement=bool(k8s.cni and k8s.cni.cilium and k8s.cni.cilium.kube_proxy_replacement),
         istio_mode=istio.mode if istio else "sidecar",
         mtls_strict=istio.mtls == "STRICT" if istio else True,
-        mig_strategy=k8s.gpu_operator.mig_strategy if k8s.gpu_operator else None)
+        mig_strategy=k8s.gpu_operator.mig_strategy if k8s.gpu_operator else None,
+        **_bundle_checks(resolved))
+
+
+def _bundle_checks(resolved: ResolvedLab) -> dict[str, Any]:
+    """A lab whose nodes get the bundle's images runs its checks with them (never a registry), and gives
+    pods the time TCG needs (gVisor's first sandbox takes minutes there)."""
+    if resolved.lab.bundle.source not in ("build", "offline"):
+        return {}
+    from deploy.bundle import images
+    from deploy.verify.model import bundle_images
+
+    shell, wasm = images.verification_refs()
+    return {"images": bundle_images(shell, wasm, images.WASM_LINE, images.WASM_VARIANT),
+            "pod_timeout": 480.0}

@@ -76,6 +76,7 @@ class Handler:
     binary: str  # the file that must exist on the node for the handler to work
     binary_name: str | None = None  # runc-compatible runtimes: options.BinaryName
     config_path: str | None = None  # options.ConfigPath (kata)
+    pod_annotations: tuple[str, ...] = ()  # pod annotations CRI passes on to the runtime (crun's wasm marker)
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,16 @@ class RuntimeSpec:
     links: tuple[tuple[str, str], ...] = ()  # (link path, target)
     handler: Handler | None = None
     optional_files: bool = False  # files only add the handler; the runtime works without them
+    bundle: tuple[MirrorFile, ...] = ()  # files the bundle supplies instead (bundle.source build|offline)
+    bundle_handler: Handler | None = None  # the handler when the bundle's files are there
 
 
 RUNC_V2 = "io.containerd.runc.v2"
 _SHIM_DIR = "/usr/local/bin"
 
 RUNTIMES: dict[str, RuntimeSpec] = {
-    "runc": RuntimeSpec("runc", packages=("runc",), handler=Handler("runc", RUNC_V2, "/usr/sbin/runc", None)),
+    "runc": RuntimeSpec("runc", packages=("runc",), handler=Handler("runc", RUNC_V2, "/usr/sbin/runc", None),
+                        bundle=(MirrorFile("runc", "/usr/local/sbin/runc"),)),  # first in containerd's PATH
     "crun": RuntimeSpec("crun", packages=("crun",), handler=Handler("crun", RUNC_V2, "/usr/bin/crun", "/usr/bin/crun")),
     "gvisor": RuntimeSpec(
         "gvisor",
@@ -119,6 +123,11 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         files=(MirrorFile("containerd-shim-wasmedge-v1", f"{_SHIM_DIR}/containerd-shim-wasmedge-v1"),),
         handler=Handler("wasmedge", "io.containerd.wasmedge.v1", f"{_SHIM_DIR}/containerd-shim-wasmedge-v1"),
         optional_files=True,
+        # the bundle's Wasm path: crun built with WasmEdge, a runc-type handler; it runs an image's .wasm
+        # entrypoint when the pod carries module.wasm.image/variant (deploy.bundle.recipes_wasm)
+        bundle=(MirrorFile("crun-wasmedge", f"{_SHIM_DIR}/crun-wasmedge"),),
+        bundle_handler=Handler("wasmedge", RUNC_V2, f"{_SHIM_DIR}/crun-wasmedge", f"{_SHIM_DIR}/crun-wasmedge",
+                               pod_annotations=("module.wasm.image/*",)),
     ),
     "spin": RuntimeSpec(
         "spin",
@@ -157,12 +166,39 @@ def mirror_file_names() -> list[str]:
 
 
 def handlers_for(runtimes: tuple[str, ...], checksums: dict[str, str]) -> list[Handler]:
-    """The containerd handlers of ``runtimes``; runc always comes first (the default)."""
+    """The containerd handlers of ``runtimes``; runc always comes first (the default). ``checksums`` has
+    every file that has a source (the lab's mirror sums and the bundle's files)."""
     names = ("runc", *(r for r in runtimes if r != "runc"))
     handlers = []
     for name in names:
         spec = runtime(name)
+        if spec.bundle_handler is not None and all(f.name in checksums for f in spec.bundle):
+            handlers.append(spec.bundle_handler)
+            continue
         if spec.handler is None or (spec.optional_files and not uses_files(spec, checksums)):
             continue
         handlers.append(spec.handler)
     return handlers
+
+
+# --- node files only the bundle supplies (online nodes take Debian's and pkgs.k8s.io's packages) ---------
+
+CONTAINERD_BUNDLE: tuple[MirrorFile, ...] = (  # containerd 2 (Debian has 1.7): a unit of ours starts it
+    MirrorFile("containerd", f"{_SHIM_DIR}/containerd"),
+    MirrorFile("containerd-shim-runc-v2", f"{_SHIM_DIR}/containerd-shim-runc-v2"),
+)
+KUBE_BUNDLE: tuple[MirrorFile, ...] = (  # where the pkgs.k8s.io packages put them (kubeadm's drop-in names them)
+    MirrorFile("kubeadm", "/usr/bin/kubeadm"),
+    MirrorFile("kubelet", "/usr/bin/kubelet"),
+    MirrorFile("kubectl", "/usr/bin/kubectl"),
+    MirrorFile("crictl", f"{_SHIM_DIR}/crictl"),
+    MirrorFile("cni-plugins", "/var/cache/labdeploy/cni-plugins.tgz", "644", "/opt/cni/bin"),
+)
+
+
+def bundle_node_files(runtimes: Iterable[str], *, containerd: bool, kubernetes: bool) -> list[MirrorFile]:
+    """Every file the bundle can supply to a node: the runtimes' own, containerd's and Kubernetes'."""
+    found = [item for name in ("runc", *runtimes) if name in RUNTIMES for item in RUNTIMES[name].bundle]
+    found += [*CONTAINERD_BUNDLE] if containerd else []
+    found += [*KUBE_BUNDLE] if kubernetes else []
+    return list({item.name: item for item in found}.values())

@@ -37,6 +37,11 @@ class ConfigureSettings:
     bundle_provides: frozenset[str] = frozenset()  # lab: bundle.source build|offline: files the bundle supplies
     bundle_files: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (host path, sha256), at run
     bundle_images: dict[str, tuple[str, str]] = field(default_factory=dict)  # image name -> (host path, digest)
+    containerd_release: str = "1.7"  # the containerd the nodes run: Debian's 1.7, or the bundle's 2.x
+
+    def sandbox_image(self) -> str | None:
+        """The bundle's pause image: containerd 2 starts pod sandboxes with it (kubelet no longer says)."""
+        return next((name for name in sorted(self.bundle_images) if name.split("/")[-1].startswith("pause:")), None)
 
     def checksums(self) -> dict[str, str]:
         """sha256 of every runtime file that has a source: mirrors.checksums, then the bundle's own."""
@@ -102,7 +107,7 @@ def _check_kubernetes(settings: ConfigureSettings) -> list[str]:
     version = settings.kubernetes_version
     if version is None or not _K8S_VERSION.match(version):
         problems.append(f"role k8s-node needs kubernetes.version like '1.31' or '1.31.2', got {version!r}")
-    if not settings.kubernetes_apt_repo:
+    if not settings.kubernetes_apt_repo and "kubelet" not in settings.bundle_provides:
         problems.append(
             "role k8s-node needs an apt repository with kubeadm/kubelet/kubectl "
             "(kubernetes.apt.repo); set it to pkgs.k8s.io or your mirror of it"

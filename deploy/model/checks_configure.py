@@ -56,10 +56,15 @@ def check_kubernetes_apt(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[P
     k8s = resolved.lab.kubernetes
     if k8s is None or k8s.apt.repo or "k8s_node" not in _steps(resolved):
         return
+    from deploy.bundle.provides import supplied_files
+
+    if "kubelet" in supplied_files(resolved):  # bundle.source build|offline: the bundle's binaries
+        return
     with_role = sorted(n.name for n in resolved.nodes.values() if "k8s_node" in steps_for_roles(n.roles))
     yield problem(loaded, first_written(loaded, ("kubernetes", "apt"), ("kubernetes",)),
                   f"nodes with a k8s-* role ({', '.join(with_role)}) install kubeadm, kubelet and kubectl "
-                  "from an apt repository, but kubernetes.apt.repo is not set", _APT_HINT)
+                  "from an apt repository, but kubernetes.apt.repo is not set", _APT_HINT +
+                  " or let the bundle supply them: bundle: {source: build}")
 
 
 def _runtimes(resolved: ResolvedLab) -> tuple[list[str], PathKey]:

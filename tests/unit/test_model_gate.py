@@ -181,7 +181,7 @@ def test_with_the_bundle_as_source_gvisor_files_need_no_mirror_but_kata_still_do
                                "mirrors.files, which is not set")
     assert problem.location.path == "runtimes"
     lab = valid(tmp_path, text.replace(", kata]", "]"))
-    assert configure_settings(lab).bundle_provides == {"runsc", "containerd-shim-runsc-v1"}
+    assert configure_settings(lab).bundle_provides == {"runsc", "containerd-shim-runsc-v1", "runc"}  # runc: static
     auto = problems_of(tmp_path, text.replace(", kata]", "]").replace("source: build", "source: auto"))
     assert [p.message.split(":")[0] for p in auto] == ["runtimes gvisor have no Debian package"]
 

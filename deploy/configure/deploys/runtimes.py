@@ -20,10 +20,24 @@ def packages(settings: ConfigureSettings) -> list[str]:
 def deploy(ops: OpSink, settings: ConfigureSettings) -> None:
     ops.apt_lists()
     ops.add("packages", apt.packages, packages=packages(settings), no_recommends=True)
-    for name in settings.runtimes:
+    for name in ("runc", *(r for r in settings.runtimes if r != "runc")):
         spec = runtime(name)
-        if uses_files(spec, settings.checksums()):
+        if spec.bundle and all(item.name in settings.bundle_files for item in spec.bundle):
+            for item in spec.bundle:
+                bundle_put(ops, settings, item, spec.name)
+        elif name in settings.runtimes and uses_files(spec, settings.checksums()):
             _files(ops, settings, spec)
+
+
+def bundle_put(ops: OpSink, settings: ConfigureSettings, item: MirrorFile, what: str) -> OperationMeta:
+    """Upload the bundle's copy of ``item`` (unpacked where it says so); pyinfra compares checksums first,
+    so a converged node uploads nothing."""
+    path, _ = settings.bundle_files[item.name]
+    put = ops.add(f"{what}: {item.name} from the bundle", files.put, src=path, dest=item.dest, mode=item.mode)
+    if item.unpack_to:
+        ops.add(f"{what}: unpack {item.name}", server.shell,
+                commands=[f"mkdir -p {item.unpack_to} && tar -xf {item.dest} -C {item.unpack_to}"], _if=put.did_change)
+    return put
 
 
 def _files(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec) -> None:
@@ -55,6 +69,5 @@ def _download(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec, item:
 
 
 def _from_bundle(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec, item: MirrorFile) -> OperationMeta:
-    """Upload the bundle's copy (pyinfra compares checksums first, so a converged node uploads nothing)."""
     path, _ = settings.bundle_files[item.name]
     return ops.add(f"{spec.name}: {item.name} from the bundle", files.put, src=path, dest=item.dest, mode=item.mode)
