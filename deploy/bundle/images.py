@@ -205,6 +205,15 @@ def verification(fetch: Fetch) -> list[ImageRecipe]:
     return [shell_image(fetch), wasm_image(fetch)]
 
 
+def verification_refs() -> tuple[str, str]:
+    """The references of the shell and Wasm images the cluster checks run (no artifact is read)."""
+    def nothing(key: ArtifactKey) -> Artifact:
+        raise LookupError(key)
+
+    shell, wasm = verification(nothing)
+    return shell.reference, wasm.reference
+
+
 # --- how the store hands inputs to image recipes -------------------------------------------------
 
 

@@ -84,7 +84,7 @@ def run(api: Any, cluster: ClusterExpect, exp: Experiment) -> Outcome:
             host = f"{_service_ip(api, ns, name, cluster.pod_timeout)}:80"
             created.append(("Service", name))
         url = f"http://{host}{exp.path}"
-        command = pods.http_client_command(url, tool="curl", after=exp.client_after)
+        command = pods.http_client_command(url, tool=cluster.images.http_tool, after=exp.client_after)
         client_pod = pods.pod_manifest(
             f"{name}-client", cluster.images.curl, command, node=exp.client_node, labels=exp.client_labels
         )

@@ -60,11 +60,11 @@ def pod_manifest(
     port: int | None = None,
     restart: str = "Never",
 ) -> dict[str, Any]:
-    """A one-container pod, pinned to ``node`` when given."""
+    """A one-container pod, pinned to ``node`` when given (an empty ``command`` keeps the image's entrypoint)."""
     container: dict[str, Any] = {
         "name": "main",
         "image": image,
-        "command": command,
+        **({"command": command} if command else {}),
         "imagePullPolicy": "IfNotPresent",
     }
     if limits:

@@ -59,17 +59,19 @@ def proof_pod(ctx: VerifyContext, runtime: str, node: str | None) -> dict[str, A
     rc = SANDBOXES[runtime].runtime_class
     name = pods.unique(f"rc-{runtime}")
     if runtime == "wasmedge":
-        return pods.pod_manifest(
-            name, images.wasm, ["/wasi-demo-app.wasm", "echo", MARKER], runtime_class=rc, node=node
-        )
+        command = ["/wasi-demo-app.wasm", "echo", MARKER] if images.wasm_command is None else list(images.wasm_command)
+        return pods.pod_manifest(name, images.wasm, command, runtime_class=rc, node=node,
+                                 annotations=dict(images.wasm_annotations) or None)
     script = {"gvisor": "dmesg; uname -a", "kata": "echo kernel=$(uname -r)"}.get(runtime, "true")
     return pods.pod_manifest(name, images.shell, ["sh", "-c", f"{script}; echo {MARKER}"], runtime_class=rc, node=node)
 
 
-def proof_problem(runtime: str, logs: str, node_kernel: str | None) -> str | None:
-    """Why the pod's output does not prove the sandbox, or None."""
-    if MARKER not in logs:
-        return f"no {MARKER!r} in the pod's output"
+def proof_problem(runtime: str, logs: str, node_kernel: str | None, wasm_prints: str | None = None) -> str | None:
+    """Why the pod's output does not prove the sandbox, or None (``wasm_prints``: what a module that is not
+    told the marker prints)."""
+    marker = wasm_prints if runtime == "wasmedge" and wasm_prints else MARKER
+    if marker not in logs:
+        return f"no {marker!r} in the pod's output"
     if runtime == "gvisor" and "gvisor" not in logs.lower():
         return "dmesg/uname show the host kernel, not gVisor's (is the runsc handler really gVisor?)"
     if runtime == "kata":
@@ -87,7 +89,7 @@ def check_runtime(ctx: VerifyContext, runtime: str) -> None:
     result = pods.run_pod(api, ctx.cluster.namespace, proof_pod(ctx, runtime, None), ctx.cluster.pod_timeout)
     kernel = _node_kernel(api, result.node)
     problem = (f"pod phase {result.phase}" if result.phase != "Succeeded" else None) or proof_problem(
-        runtime, result.logs, kernel
+        runtime, result.logs, kernel, ctx.cluster.images.wasm_prints
     )
     if problem:
         raise CheckFailure(
