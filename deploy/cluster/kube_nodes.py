@@ -188,7 +188,10 @@ def drain(
         if exc.status == 404:
             return []
         raise StageError(stage, f"cordoning {node}: {server_message(exc)}", host=node) from exc
-    listed: list[Any] = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    try:
+        listed: list[Any] = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    except ApiException as exc:
+        raise StageError(stage, f"listing the pods on {node}: {server_message(exc)}", host=node) from exc
     pods = [p for p in listed if p.spec.node_name == node and evictable(p)]
     state = {(str(p.metadata.namespace), str(p.metadata.name)): _Evicting(str(p.metadata.uid)) for p in pods}
     try:

@@ -66,13 +66,19 @@ class Seen:
 def _read(api: client.ApiClient, kind: Kind, namespace: str, name: str, stage: str) -> Seen:
     apps = client.AppsV1Api(api)
     read = apps.read_namespaced_deployment if kind == "Deployment" else apps.read_namespaced_daemon_set
-    try:
-        found, error = api_read(lambda: read(name, namespace), stage)
-    except StageError as exc:
-        if "404" not in exc.message:
+
+    def fetch() -> Any:
+        try:
+            return read(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
             raise
-        return Seen(None, "not found")
-    return Seen(None, error) if error else Seen(api.sanitize_for_serialization(found))  # type: ignore[no-untyped-call]
+
+    found, error = api_read(fetch, stage)
+    if error or found is None:
+        return Seen(None, error or "not found")
+    return Seen(api.sanitize_for_serialization(found))  # type: ignore[no-untyped-call]
 
 
 def wait_rollout(  # noqa: PLR0917 -- the signature the cluster and addon stages call

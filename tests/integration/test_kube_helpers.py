@@ -297,3 +297,22 @@ def test_delete_node_is_idempotent(server: KubeServer, api: client.ApiClient) ->
     assert server.stored("Node", "worker-1") is None
     assert not kube.delete_node(api, "worker-1")
     assert kube.drain(api, "worker-1", timeout=1) == []
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+def test_client_for_leaves_the_global_configuration_alone(server: KubeServer, tmp_path: Path) -> None:
+    before = client.Configuration.get_default_copy().host
+    api = kube.client_for(server.kubeconfig(tmp_path))
+    assert api.configuration.host == server.url
+    assert client.Configuration.get_default_copy().host == before
+
+
+def test_a_wait_on_an_unreachable_api_server_says_so(tmp_path: Path) -> None:
+    dead = KubeServer()
+    path = dead.kubeconfig(tmp_path)
+    dead.close()  # nothing listens on its port any more
+    api = kube.client_for(path)
+    with pytest.raises(StageError, match=r"nodes not Ready after 0.3s: the API server did not answer: "):
+        kube.wait_nodes_ready(api, ["control-1"], timeout=0.3, interval=0.1)
