@@ -9,11 +9,28 @@ runs no controllers. The tests play the parts a real cluster's components would:
   them an IP and a node, serves their logs, and assigns Services a ClusterIP. What it does to a
   pod is decided by the test (``behave``), so a test states what a healthy or broken cluster
   would answer.
+
+Three small additions stand in for API-server behaviour kmock lacks (each only as far as the
+cluster helpers' tests need it, and no further):
+
+* server-side apply (:class:`ApplyingEmulator`): a PATCH with ``application/apply-patch+yaml``
+  creates a missing object and merges into an existing one, and ``metadata.resourceVersion`` is
+  bumped only when the stored object changed -- a real API server's answer to a create, a change
+  and a no-op apply. Field ownership, conflicts and list merging by key are not emulated;
+* discovery of the built-in kinds (``declare_builtin``), so clients resolve kind -> plural and
+  scope from ``/api/v1`` and ``/apis/<group>/<version>`` as against a real server;
+* the Eviction subresource: ``POST .../pods/<name>/eviction`` deletes the pod at once (a real
+  server deletes it gracefully and the kubelet removes it), or answers 429 as a
+  PodDisruptionBudget would for the pods in ``refuse_eviction``.
+
+kmock reads ``/api/v1/namespaces/<name>`` as a namespace prefix, not as the Namespace object
+``<name>``: Namespace objects cannot be fetched, patched or applied by name through it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import threading
 import time
@@ -24,6 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import kmock
 import yaml
 from kubernetes import client, config
@@ -40,12 +58,60 @@ PLURALS = {
     "Deployment": "deployments",
     "RuntimeClass": "runtimeclasses",
     "PeerAuthentication": "peerauthentications",
+    "Event": "events",
+}
+APPLY = "application/apply-patch+yaml"
+# What a real API server's discovery lists for the kinds the cluster helpers touch: plural -> (kind, namespaced).
+BUILTIN = {
+    "v1/nodes": ("Node", False),
+    "v1/namespaces": ("Namespace", False),
+    "v1/pods": ("Pod", True),
+    "v1/services": ("Service", True),
+    "v1/configmaps": ("ConfigMap", True),
+    "v1/serviceaccounts": ("ServiceAccount", True),
+    "v1/events": ("Event", True),
+    "apps/v1/deployments": ("Deployment", True),
+    "apps/v1/daemonsets": ("DaemonSet", True),
+    "node.k8s.io/v1/runtimeclasses": ("RuntimeClass", False),
+    "rbac.authorization.k8s.io/v1/clusterroles": ("ClusterRole", False),
+    "rbac.authorization.k8s.io/v1/clusterrolebindings": ("ClusterRoleBinding", False),
 }
 
 
 def resource_of(obj: dict[str, Any]) -> str:
     """kmock's resource key (``v1/pods``, ``apps/v1/deployments``) for a manifest."""
     return f"{obj['apiVersion']}/{PLURALS[obj['kind']]}"
+
+
+@attrs.define(kw_only=True)
+class ApplyingEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus server-side apply and resourceVersions for what apply writes."""
+
+    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: Any) -> Any:
+        content_type = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+        if request.resource is not None and request.method == "PATCH" and request.name and content_type == APPLY:
+            async with self._lock:
+                await self._apply(request)
+        return await super()._handle(request)  # kmock's own PATCH merges the same body again: a no-op
+
+    async def _apply(self, request: Any) -> None:
+        key = (request.resource, request.namespace, request.name)
+        objects = self._objects
+        if key not in objects or objects[key].deleted:
+            body = copy.deepcopy(dict(request.data))
+            body.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+            if key in objects:
+                objects[key].create(body)
+            else:
+                objects[key] = body
+            await self._buses[request.resource].put({"type": "ADDED", "object": objects[key].raw})
+            return
+        before = copy.deepcopy(objects[key].raw)
+        objects[key].patch(request.data)
+        if objects[key].raw != before:
+            objects[key].patch({"metadata": {"resourceVersion": str(next(self._versions))}})
 
 
 class KubeServer:
@@ -60,9 +126,11 @@ class KubeServer:
         self.logs: dict[tuple[str, str], str] = {}
         self.emulator["get /readyz"] << (lambda: kmock.Response(status=self.readyz[0], payload=self.readyz[1]))
         self.emulator["get", kmock.subresource("log")] << self._serve_log
+        self.refuse_eviction: set[tuple[str, str]] = set()
+        self.emulator["post", kmock.subresource("eviction")] << self._evict
 
     async def _start(self) -> kmock.KubernetesEmulator:
-        emulator = kmock.KubernetesEmulator()
+        emulator = ApplyingEmulator()
         await emulator.__aenter__()
         self._server = kmock.Server(emulator)
         await self._server.__aenter__()
@@ -84,6 +152,45 @@ class KubeServer:
     def _serve_log(self, request: kmock.Request) -> kmock.Response:
         text = self.logs.get((request.namespace or "", request.name or ""), "")
         return kmock.Response(headers={"Content-Type": "text/plain"}, payload=text.encode())
+
+    def _evict(self, request: kmock.Request) -> kmock.Response:
+        ns, name = request.namespace or "", request.name or ""
+        if (ns, name) in self.refuse_eviction:
+            return _status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+        key = (request.resource, ns, name)
+        if key not in self.emulator.objects or self.emulator.objects[key].deleted:
+            return _status(404, "NotFound", f'pods "{name}" not found')
+        self.emulator.objects[key].delete()
+        return _status(201, "", "")
+
+    def declare_builtin(self) -> None:
+        """Serve discovery for the built-in kinds in :data:`BUILTIN` (a real server always does)."""
+
+        def declare() -> None:
+            for key, (kind, namespaced) in BUILTIN.items():
+                self.emulator.resources[key] = self.emulator.ResourceInfo(kind=kind, namespaced=namespaced)
+
+        self.call(declare)
+
+    def stored(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The stored object (as the API server holds it), None when absent or deleted."""
+
+        def find() -> dict[str, Any] | None:
+            for (res, ns, obj_name), obj in self.emulator.objects.items():
+                if res.plural == PLURALS[kind] and obj_name == name and ns == namespace and not obj.deleted:
+                    return copy.deepcopy(dict(obj.raw))
+            return None
+
+        result: dict[str, Any] | None = self.call(find)
+        return result
+
+    def requests(self, method: str, plural: str) -> list[Any]:
+        """Every request the server got with ``method`` on resource ``plural``, in order."""
+        return [
+            r
+            for r in self.call(lambda: list(self.emulator))
+            if r.method == method and r.resource is not None and r.resource.plural == plural
+        ]
 
     @property
     def url(self) -> str:
@@ -226,6 +333,12 @@ def _gone_is_fine(step: Callable[[], None]) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def _status(code: int, reason: str, message: str) -> kmock.Response:
+    body = {"apiVersion": "v1", "kind": "Status", "code": code, "reason": reason, "message": message,
+            "status": "Success" if code < 300 else "Failure"}
+    return kmock.Response(status=code, payload=body)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from deploy.configure.catalog import RUNTIMES
 from deploy.verify.checks import pods
 from deploy.verify.context import Check, VerifyContext
 from deploy.verify.retry import CheckFailure, Deadline
@@ -26,13 +27,16 @@ class Sandbox:
     handler: str
 
 
-SANDBOXES = {
-    "runc": Sandbox("runc", "runc"),
-    "crun": Sandbox("crun", "crun"),
-    "gvisor": Sandbox("gvisor", "runsc"),
-    "kata": Sandbox("kata", "kata"),
-    "wasmedge": Sandbox("wasmedge", "wasmedge"),
-}
+def _sandbox(runtime: str) -> Sandbox:
+    """RuntimeClass ``runtime`` with the containerd handler the catalog renders (one table for
+    containerd's config, deploy.cluster.runtimeclasses and these checks)."""
+    handler = RUNTIMES[runtime].handler
+    if handler is None:
+        raise KeyError(f"runtime {runtime!r} has no containerd handler")
+    return Sandbox(runtime, handler.name)
+
+
+SANDBOXES = {name: _sandbox(name) for name in ("runc", "crun", "gvisor", "kata", "wasmedge")}
 
 
 def checks(ctx: VerifyContext) -> list[Check]:
