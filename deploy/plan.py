@@ -200,15 +200,21 @@ def _kubernetes(resolved: ResolvedLab, resources: list[Resource]) -> list[Resour
     spec = k8s.model_dump()
     out = [Resource(ResourceId("cluster", "kubernetes"), "cluster", "kubernetes", None, deps,
                     {k: spec[k] for k in ("distribution", "version", "control_plane", "workers",
-                                          "pod_cidr", "service_cidr")} | {"nodes": nodes})]
+                                          "pod_cidr", "service_cidr")} | {"nodes": nodes},
+                    runnable=k8s.distribution == "kubeadm")]
     addons = {"cni": spec["cni"], "mesh": spec["mesh"], "gpu": spec["gpu_operator"],
               "runtimes": spec["runtimes"] if set(spec["runtimes"]) - {"runc"} else None}
     for name, addon in addons.items():
         if addon:
-            after = (ResourceId("addon", "cni"),) if name == "mesh" and addons["cni"] else ()
+            after = (ResourceId("addon", "cni"),) if name in ("mesh", "runtimes") and addons["cni"] else ()
             out.append(Resource(ResourceId("addon", name), "addon", name, None, (out[0].id, *after),
-                                {"spec": addon}))
+                                {"spec": addon, "nodes": nodes}, runnable=_addon_runnable(name, addon)))
     return out
+
+
+def _addon_runnable(name: str, spec: Any) -> bool:
+    """Add-ons this machine can install: the bridge CNI and the RuntimeClasses (Helm's come with the add-ons issue)."""
+    return name == "runtimes" or (name == "cni" and bool(spec.get("bridge") is not None))
 
 
 def _after_configure(nodes: list[str], resources: list[Resource]) -> tuple[ResourceId, ...]:

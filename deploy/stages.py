@@ -54,8 +54,8 @@ STAGES: tuple[Stage, ...] = (
           waits_for=("image", "network")),
     Stage("reachable", "reachable", run="deploy.steps:run_reachable", waits_for=("machine",)),
     Stage("configure", "configure", run="deploy.steps:run_configure", batched=True, waits_for=("reachable",)),
-    Stage("cluster", "cluster", waits_for=("configure", "reachable")),
-    Stage("addon", "addons", waits_for=("cluster", "addon")),
+    Stage("cluster", "cluster", run="deploy.cluster.stage:run_cluster_step", waits_for=("configure", "reachable")),
+    Stage("addon", "addons", run="deploy.cluster.addons:run_addon_step", waits_for=("cluster", "addon")),
     Stage("ansible", "ansible", waits_for=("configure", "reachable")),
 )
 _BY_KIND = {stage.kind: stage for stage in STAGES}

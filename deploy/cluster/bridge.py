@@ -4,6 +4,7 @@ routes between the nodes' pod CIDRs over the lab network.
     conflist(pod_cidr)            /etc/cni/net.d/10-labdeploy.conflist for one node (its podCIDR)
     routes(me, nodes)             ``ip route replace`` commands: each other node's podCIDR via its address
     masquerade(node_cidr, cluster_cidr)   the one NAT rule: pods reaching outside the cluster's pod range
+    service_guard(service_cidr)   traffic to a ClusterIP kube-proxy has not translated (yet) is refused
 
 Each node's pod CIDR is the one the controller manager allocated (``node.spec.podCIDR``); the
 cluster stage reads it through the Kubernetes API and hands it here. Pods reach pods on their own
@@ -78,3 +79,19 @@ def masquerade(node_cidr: str, cluster_cidr: str) -> str:
         raise PlanError(f"the node's pod CIDR {node} is not inside kubernetes.pod_cidr {cluster}")
     rule = f"POSTROUTING -s {node} ! -d {cluster} -m comment --comment labdeploy-pods -j MASQUERADE"
     return f"iptables -t nat -C {rule} 2>/dev/null || iptables -t nat -A {rule}"
+
+
+def service_guard(service_cidr: str) -> list[str]:
+    """Idempotent commands refusing packets to the service range that kube-proxy did not translate.
+
+    Until kube-proxy has synced its rules (minutes under TCG) a ClusterIP is just an address: the
+    default route would carry it out of the node's user-mode NIC into the host's network, where
+    whatever answers (seen here: a TLS server without IP SANs) is not the cluster. kube-proxy's DNAT
+    runs before the filter table, so translated packets no longer match.
+    """
+    cidr = _subnet(service_cidr, "kubernetes.service_cidr")
+    commands = []
+    for chain in ("FORWARD", "OUTPUT"):
+        rule = f"{chain} -d {cidr} -m comment --comment labdeploy-untranslated-service -j REJECT"
+        commands.append(f"{{ iptables -C {rule} 2>/dev/null || iptables -I {rule}; }}")
+    return commands

@@ -46,6 +46,9 @@ TCG_TIMEOUTS = {
     "discovery": "20m0s",
 }
 
+TCG_LEADER_ELECTION = {"leader-elect-lease-duration": "60s", "leader-elect-renew-deadline": "45s",
+                       "leader-elect-retry-period": "10s"}
+
 
 @dataclass(frozen=True)
 class Taint:
@@ -192,8 +195,18 @@ def cluster_configuration(cluster: Cluster) -> dict[str, Any]:
                        "dnsDomain": cluster.dns_domain},
         "apiServer": {"certSANs": list(dict.fromkeys(cluster.cert_sans))},
         # each node's pod CIDR comes from this range (the bridge CNI routes between them)
-        "controllerManager": {"extraArgs": [{"name": "allocate-node-cidrs", "value": "true"}]},
+        "controllerManager": {"extraArgs": [{"name": "allocate-node-cidrs", "value": "true"},
+                                            *_leader_election(cluster)]},
+        **({"scheduler": {"extraArgs": _leader_election(cluster)}} if cluster.tcg else {}),
     }
+
+
+def _leader_election(cluster: Cluster) -> list[dict[str, str]]:
+    """Under TCG a lease renewal can take longer than the default 10 s deadline; the controller manager
+    then loses its lease and restarts (seen here every ~2 minutes). Widened only there."""
+    if not cluster.tcg:
+        return []
+    return [{"name": name, "value": value} for name, value in TCG_LEADER_ELECTION.items()]
 
 
 def kubelet_configuration(cluster: Cluster) -> dict[str, Any]:

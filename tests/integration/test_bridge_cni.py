@@ -119,3 +119,33 @@ def test_routes_are_idempotent_and_refuse_a_shared_pod_cidr(namespaces: dict[str
         bridge.routes("a", {**NODES, "c": ("10.77.0.30", "10.244.1.0/24")})
     with pytest.raises(PlanError, match=r"not inside kubernetes\.pod_cidr"):
         bridge.masquerade("10.99.0.0/24", CLUSTER)
+
+
+def test_an_untranslated_cluster_ip_is_refused_and_a_translated_one_goes_through(
+        plugins: Path, namespaces: dict[str, str], tmp_path: Path) -> None:
+    """Before kube-proxy has synced, a ClusterIP must not leave the node; once DNAT exists it must work."""
+    node, pod = namespaces["node-a"], namespaces["pod-a"]
+    _add_pod(plugins, node, pod, NODES["a"][1], tmp_path / "ipam")
+    _run("ip", "-n", node, "route", "add", "default", "via", "10.77.0.21")  # where a leak would go
+    for _ in range(2):  # idempotent
+        for command in bridge.service_guard("10.96.0.0/12"):
+            _run("ip", "netns", "exec", node, "sh", "-c", command)
+    rules = _run("ip", "netns", "exec", node, "iptables", "-S")
+    assert rules.count("labdeploy-untranslated-service") == 2
+    # a "kube-proxy" DNAT for 10.96.0.10:80 -> the node's own address, where a server listens
+    _run("ip", "netns", "exec", node, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.96.0.10/32", "-p", "tcp",
+         "--dport", "80", "-j", "DNAT", "--to-destination", "10.244.0.1:8080")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", node, "python3", "-c",
+         "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+         "s.bind(('10.244.0.1', 8080)); s.listen(); s.settimeout(20); c, _ = s.accept(); c.sendall(b'ok'); c.close()"])
+    probe = ("import socket, sys, time\nfor _ in range(50):\n    try:\n"
+             "        c = socket.create_connection((sys.argv[1], 80), timeout=3); print(c.recv(8).decode()); break\n"
+             "    except ConnectionRefusedError as e:\n        last = e\n        if sys.argv[1] != '10.96.0.10': "
+             "print('refused'); break\n        time.sleep(0.1)\n"
+             "    except OSError as e:\n        print(type(e).__name__); break")
+    try:
+        assert _run("ip", "netns", "exec", pod, "python3", "-c", probe, "10.96.0.10").strip() == "ok"
+    finally:
+        server.wait(timeout=30)
+    assert _run("ip", "netns", "exec", pod, "python3", "-c", probe, "10.96.0.99").strip() == "refused"

@@ -42,6 +42,17 @@ def test_tcg_widens_kubeadms_waits_and_points_at_the_patches() -> None:
                                                                      "kube-controller-manager", "kube-scheduler")}
 
 
+def test_tcg_widens_leader_election_of_the_controller_manager_and_scheduler_only_there() -> None:
+    tcg = k.Cluster(**{**CLUSTER.__dict__, "tcg": True})  # type: ignore[arg-type]
+    config = _docs(k.render_init(tcg, k.Node("cp", "10.0.0.1"), k.new_token()))["ClusterConfiguration"]
+    for component in ("controllerManager", "scheduler"):
+        args = {a["name"]: a["value"] for a in config[component]["extraArgs"]}
+        assert args["leader-elect-renew-deadline"] == "45s"
+    plain = _docs(k.render_init(CLUSTER, k.Node("cp", "10.0.0.1"), k.new_token()))["ClusterConfiguration"]
+    assert "scheduler" not in plain
+    assert [a["name"] for a in plain["controllerManager"]["extraArgs"]] == ["allocate-node-cidrs"]
+
+
 def test_an_empty_taint_list_lets_a_control_plane_take_workloads() -> None:
     init = _docs(k.render_init(CLUSTER, k.Node("cp", "10.0.0.1", taints=()), k.new_token()))["InitConfiguration"]
     assert init["nodeRegistration"]["taints"] == []

@@ -1,0 +1,103 @@
+"""The ``addons`` stage on this machine: the bridge CNI and the RuntimeClasses.
+
+``addon:cni`` (bridge): once every node has the pod CIDR the controller manager allocated, each
+node gets its conflist, the routes to the other nodes' pod CIDRs over the lab network and the one
+NAT rule for traffic leaving the pod range (:mod:`deploy.cluster.bridge`); then the nodes must turn
+Ready and CoreDNS must roll out. ``addon:runtimes``: one RuntimeClass per runtime of the lab,
+server-side applied, scheduled onto nodes labelled for the handler. Helm add-ons (Cilium, Istio,
+the GPU operator) come with the add-ons issue: the plan marks them not runnable here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from deploy.cluster import bridge
+from deploy.cluster.nodes import Member, members, shell_for
+from deploy.errors import StageError
+from deploy.resources import Outputs, Resource
+
+NODES_TIMEOUT = 900.0  # node registration and Ready under TCG
+ROLLOUT_TIMEOUT = 900.0
+
+
+def run_addon(resource: Resource, ctx: Any) -> Outputs:
+    if resource.name == "cni":
+        return _bridge(ctx)
+    if resource.name == "runtimes":
+        return _runtime_classes(ctx)
+    raise StageError("addons", f"add-on {resource.name} cannot be installed by this version",
+                     hint="remove it from the lab (Helm add-ons come with the add-ons issue)")
+
+
+def _api(ctx: Any) -> Any:
+    from pathlib import Path
+
+    from deploy.cluster import kube
+
+    return kube.client_for(Path(ctx.outputs_of("cluster:kubernetes")["kubeconfig"]))
+
+
+def _log(ctx: Any) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        ctx.emit({"event": "progress", "message": message})
+
+    return log
+
+
+def _bridge(ctx: Any) -> Outputs:
+    from deploy.cluster import kube
+
+    log = _log(ctx)
+    nodes = members(ctx.resolved)
+    api = _api(ctx)
+    names = [m.node.name for m in nodes]
+    cidrs = kube.wait_pod_cidrs(api, names, NODES_TIMEOUT, stage="addons")
+    table = {m.node.name: (m.kubeadm.address, cidrs[m.node.name]) for m in nodes}
+    changed = [m.node.name for m in nodes if _program_node(ctx, m, table, log)]
+    kube.wait_nodes_ready(api, names, NODES_TIMEOUT, stage="addons")
+    kube.wait_rollout(api, "Deployment", "kube-system", "coredns", ROLLOUT_TIMEOUT, stage="addons")
+    return {"pod_cidrs": cidrs, "changed": changed}
+
+
+def _program_node(ctx: Any, member: Member, table: dict[str, tuple[str, str]], log: Callable[[str], None]) -> bool:
+    """Conflist, routes and NAT rule on one node; whether its conflist changed."""
+    shell = shell_for(member, ctx.outputs_of, ctx.known_hosts, log)
+    name = member.node.name
+    text = bridge.conflist(table[name][1])
+    current = shell.run(f"cat {bridge.CONFLIST} 2>/dev/null || true", what="reading the CNI conflist").stdout
+    k8s = ctx.resolved.lab.kubernetes
+    commands = [*bridge.service_guard(k8s.service_cidr), *bridge.routes(name, table),
+                bridge.masquerade(table[name][1], k8s.pod_cidr)]
+    if current != text:
+        log(f"addons: bridge CNI on {name} ({table[name][1]})")
+        commands.insert(0, f"mkdir -p /etc/cni/net.d && printf %s {shlex.quote(text)} > {bridge.CONFLIST}")
+    shell.run(" && ".join(commands), what=f"programming the bridge CNI on {name}")
+    return current != text
+
+
+def _runtime_classes(ctx: Any) -> Outputs:
+    """Apply a RuntimeClass per handled runtime; delete the managed ones no runtime asks for any more."""
+    from deploy.cluster import kube, runtimeclasses
+    from deploy.cluster.nodes import handled_runtimes
+
+    api = _api(ctx)
+    wanted = handled_runtimes(ctx.resolved)
+    changed = kube.apply(api, runtimeclasses.manifests(wanted), stage="addons")
+    existing = kube.list_names(api, runtimeclasses.API_VERSION, "RuntimeClass", runtimeclasses.MANAGED_SELECTOR,
+                               stage="addons")
+    removed = runtimeclasses.stale(existing, wanted)
+    for name in removed:
+        kube.delete_object(api, runtimeclasses.API_VERSION, "RuntimeClass", name, stage="addons")
+    return {"runtime_classes": list(wanted), "changed": changed, "removed": removed}
+
+
+def _executor() -> Any:
+    from deploy.steps import per_resource
+
+    return per_resource(run_addon)
+
+
+run_addon_step = _executor()
