@@ -52,15 +52,16 @@ class PodImages:
     curl: str = "curlimages/curl:8.10.1"
     wasm: str = "ghcr.io/containerd/runwasi/wasi-demo-app:latest"
     cuda: str = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0"
-    http_tool: str = "curl"  # what the client image fetches with: curl, or busybox's wget
+    http_tool: str = "curl"  # what the client image fetches with: curl, busybox's wget, or nc
     wasm_command: tuple[str, ...] | None = None  # None: the demo app echoes the check's marker
     wasm_prints: str | None = None  # what the module prints when it is not told the marker
     wasm_annotations: tuple[tuple[str, str], ...] = ()  # pod annotations the Wasm handler needs
 
 
 def bundle_images(shell: str, wasm: str, wasm_prints: str, annotation: tuple[str, str]) -> PodImages:
-    """The check images of a lab whose bundle supplies them (no registry): busybox fetches with wget."""
-    return PodImages(shell=shell, curl=shell, wasm=wasm, http_tool="wget", wasm_command=(),
+    """The check images of a lab whose bundle supplies them (no registry): busybox fetches with nc (its
+    wget is static glibc: the resolver crashes it, seen here as a segfault)."""
+    return PodImages(shell=shell, curl=shell, wasm=wasm, http_tool="nc", wasm_command=(),
                      wasm_prints=wasm_prints, wasm_annotations=(annotation,))
 
 

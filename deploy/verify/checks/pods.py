@@ -104,9 +104,18 @@ def service_manifest(name: str, selector: dict[str, str], port: int, target: int
 
 def http_client_command(url: str, *, tool: str = "wget", after: str = "") -> list[str]:
     """A shell that fetches ``url`` once and always prints ``rc=N`` last (read by :func:`exit_code`)."""
-    fetch = f"wget -q -T 5 -O- {url}" if tool == "wget" else f"curl -sS -m 5 {url}"
+    fetch = {"wget": f"wget -q -T 5 -O- {url}", "curl": f"curl -sS -m 5 {url}"}.get(tool) or _nc_get(url)
     tail = f"; {after}" if after else ""
     return ["sh", "-c", f"{fetch}; echo rc=$?{tail}; exit 0"]
+
+
+def _nc_get(url: str) -> str:
+    """HTTP/1.0 GET through ``nc`` (a static busybox's wget crashes in glibc's resolver; nc takes an IP)."""
+    rest = url.split("://", 1)[-1]
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    request = f"GET /{path} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
+    return f"printf '{request}' | nc -w 5 {host} {port or 80}"
 
 
 def exit_code(logs: str) -> int | None:

@@ -1,0 +1,235 @@
+"""A real kubeadm cluster in two TCG VMs, brought up once by `deploy up labs/k8s/lab.yaml` (a copy under a
+unique name) and shared by every test here: one control plane and one worker, because cross-node pod
+traffic and a join are what a lab user needs proven, and two 3 GiB VMs fit this host.
+
+Everything on the nodes comes from the bundle (kubeadm, kubelet, containerd 2, runc, crun-wasmedge,
+gVisor, the CNI plugins and kubeadm's images); the host reaches the API server only through the
+loopback forward of 6443. Faults are injected one at a time, each caught by the check that names it
+and passing again once undone (the table is in the README). The fixture is module-scoped: every
+cluster test is here, and an idle TCG control plane keeps a core busy, so it is gone before the
+other modules boot their VMs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from deploy.providers.base import SshEndpoint
+from deploy.ssh import run_command
+from deploy.verify.checks.kubernetes import check_dns, check_nodes
+from deploy.verify.context import VerifyContext
+from deploy.verify.retry import CheckFailure
+from tests.integration.libvirt_fixtures import libvirtd
+from tests.integration.test_deploy_libvirt import tagged
+
+__all__ = ["libvirtd"]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(7200)]
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = [sys.executable, "-c", "import sys; from deploy.cli import main; sys.exit(main())"]
+TIMINGS = Path(os.environ.get("LABDEPLOY_CLUSTER_TIMINGS", "/tmp/labdeploy-cluster-timings.json"))
+
+
+@dataclass
+class Cluster:
+    name: str
+    file: Path
+    state: Path
+    artifacts: Path
+    up_seconds: float
+    up_output: str
+
+    def deploy(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+        command = [*DEPLOY, args[0], str(self.file), "--state-dir", str(self.state), *args[1:]]
+        if args[0] in ("up", "verify"):
+            command += ["--artifacts", str(self.artifacts)]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state / "kubeconfig"
+
+    def node(self, name: str, command: str, timeout: float = 300) -> tuple[int, str]:
+        state = json.loads((self.state / "state.json").read_text())
+        ssh = SshEndpoint.from_outputs(state["resources"][f"machine:{name}"]["outputs"]["ssh"])
+        result = run_command(ssh, command, known_hosts=self.state / "known_hosts", alias=name, timeout=timeout)
+        return result.rc, result.stdout + result.stderr
+
+    def verify(self, *layers: str, max_wait: int = 240) -> subprocess.CompletedProcess[str]:
+        chosen = [arg for layer in layers for arg in ("--layer", layer)]
+        return self.deploy("verify", *chosen, "--max-wait", str(max_wait), "--output", "json")
+
+
+def _report(cluster: Cluster) -> dict[str, dict[str, str]]:
+    """Check name (with its node) -> outcome and failure, from the newest verify report of the lab."""
+    newest = max(cluster.artifacts.rglob("verify/report.json"), key=lambda p: p.stat().st_mtime)
+    results = json.loads(newest.read_text())["results"]
+    return {f"{r['name']} [{r['node']}]" if r["node"] else r["name"]: r for r in results}
+
+
+def _outcomes(cluster: Cluster) -> dict[str, str]:
+    return {name: r["outcome"] for name, r in _report(cluster).items()}
+
+
+@pytest.fixture(scope="module")  # every cluster test is here; torn down before other modules' VMs boot:
+def cluster(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    folder = tmp_path_factory.mktemp("cluster")
+    name = f"k8s{uuid.uuid4().hex[:5]}"
+    lab = folder / "lab.yaml"
+    lab.write_text((ROOT / "labs/k8s/lab.yaml").read_text().replace("name: k8s\n", f"name: {name}\nttl: 3h\n"))
+    made = Cluster(name, lab, folder / "state", folder / "artifacts", 0.0, "")
+    started = time.monotonic()
+    proc = made.deploy("up")
+    made.up_seconds, made.up_output = time.monotonic() - started, proc.stdout + proc.stderr
+    TIMINGS.write_text(json.dumps({"deploy up (cluster, from no VMs)": round(made.up_seconds, 1)}))
+    assert libvirtd  # started by its fixture before the first machine
+    try:
+        assert proc.returncode == 0, f"deploy up -> {proc.returncode}\n{made.up_output[-6000:]}"
+        yield made
+    finally:
+        done = made.deploy("destroy", timeout=900)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert tagged(name) == {"domains": [], "networks": [], "volumes": []}
+
+
+def test_deploy_up_ends_with_a_cluster_whose_every_check_passed(cluster: Cluster) -> None:
+    """`deploy up` verifies at its end: every layer, RuntimeClasses for real runc, crun, gVisor and Wasm pods."""
+    assert "under TCG" in cluster.up_output  # the widened kubeadm waits are said in the run log
+    outcomes = _outcomes(cluster)
+    assert all(outcome == "passed" for outcome in outcomes.values()), outcomes
+    for check in ("runc sandbox", "crun sandbox", "gvisor sandbox", "wasmedge sandbox", "nodes Ready with labels",
+                  "DNS resolves a service", "pod-to-pod across nodes", "gvisor runs a container [workers-1]"):
+        assert outcomes.get(check) == "passed", (check, sorted(outcomes))
+
+
+def test_kubeconfig_is_private_and_kubectl_from_the_host_sees_both_nodes_ready(cluster: Cluster) -> None:
+    path = Path(cluster.deploy("kubeconfig").stdout.strip())
+    assert path == cluster.kubeconfig.resolve()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    kubectl = shutil.which("kubectl") or _bundle_kubectl()
+    out = subprocess.run([kubectl, "--kubeconfig", str(path), "get", "nodes", "-o", "json"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    nodes = {n["metadata"]["name"]: n for n in json.loads(out)["items"]}
+    assert sorted(nodes) == ["control-1", "workers-1"]
+    for node in nodes.values():
+        ready = [c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready == ["True"], node["status"]["conditions"]
+        assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://2.")
+    assert nodes["workers-1"]["metadata"]["labels"]["runtime.labdeploy.io/gvisor"] == "true"
+
+
+def _bundle_kubectl() -> str:
+    from deploy.bundle import ArtifactKey, BundleStore, catalog
+
+    artifact = BundleStore().get(ArtifactKey("kubectl", catalog.VERSIONS["1.36"].kubernetes))
+    assert artifact is not None, "the bundle has no kubectl: deploy up should have built it"
+    return str(artifact.path)
+
+
+def test_a_second_up_of_the_converged_cluster_changes_nothing(cluster: Cluster) -> None:
+    proc = cluster.deploy("up", "--no-verify")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No changes" in proc.stdout
+
+
+FAULTS = {
+    # name: (node, break it, the check that must fail, the layer it is in, undo it)
+    "gVisor handler removed": (
+        "workers-1",
+        "cp /etc/containerd/config.toml /root/config.toml.bak && sed -i 's/runsc/nosuchrunsc/g' "
+        "/etc/containerd/config.toml && systemctl restart containerd",
+        "gvisor runs a container [workers-1]", "runtimes",
+        "cp /root/config.toml.bak /etc/containerd/config.toml && systemctl restart containerd"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_fault_is_caught_by_its_check_and_passes_once_undone(cluster: Cluster, fault: str) -> None:
+    node, cause, check, layer, undo = FAULTS[fault]
+    rc, out = cluster.node(node, cause)
+    assert rc == 0, out
+    try:
+        cluster.verify(layer, max_wait=30)
+        broken = _report(cluster)
+        assert broken[check]["outcome"] == "failed", broken
+        assert "runsc" in broken[check]["failure"]
+    finally:
+        rc, out = cluster.node(node, undo)
+        assert rc == 0, out
+    proc = cluster.verify(layer)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert _outcomes(cluster)[check] == "passed"
+
+
+# --- faults caught by one check, called on the real cluster (a whole layer would wait out pod deadlines) ---
+
+
+def _context(cluster: Cluster) -> VerifyContext:
+    from deploy import inputs
+    from deploy.model.load import load_lab
+    from deploy.model.resolve import resolve
+
+    resolved = resolve(load_lab(cluster.file).lab)
+    recorded = json.loads((cluster.state / "state.json").read_text())["resources"]
+    targets = inputs.verify_targets(resolved, lambda rid: recorded[rid]["outputs"])
+    known = inputs.export_known_hosts(cluster.state, list(resolved.nodes.values()),
+                                      lambda rid: recorded[rid]["outputs"])
+    return VerifyContext(tuple(targets), (), known, cluster.kubeconfig, resolved.runtimes,
+                         frozenset({"kubernetes"}), cluster.file.parent, inputs.cluster_expect(resolved))
+
+
+def _until(check: Callable[[], None], *, fails: bool, timeout: float) -> str:
+    """Call ``check`` until it fails (``fails``) or passes; the last failure's text."""
+    deadline, last = time.monotonic() + timeout, ""
+    while True:
+        try:
+            check()
+            if not fails:
+                return last
+        except CheckFailure as exc:
+            last = str(exc)
+            if fails:
+                return last
+        assert time.monotonic() < deadline, f"still {'passing' if fails else 'failing'} after {timeout:g}s: {last}"
+        time.sleep(10)
+
+
+CLUSTER_FAULTS = {
+    # name: (node, break it, check, what its failure says, undo it)
+    "kubelet stopped": ("workers-1", "systemctl stop kubelet", check_nodes, "node workers-1: not Ready",
+                        "systemctl start kubelet"),
+    "CoreDNS deleted": ("control-1", "kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system delete "
+                        "deployment coredns", check_dns, "DNS",
+                        "kubeadm init phase addon coredns --kubernetes-version v1.36.3 --service-cidr 10.96.0.0/12 "
+                        "--kubeconfig /etc/kubernetes/super-admin.conf"),  # admin.conf's RBAC bootstrap times out
+}
+
+
+@pytest.mark.parametrize("fault", sorted(CLUSTER_FAULTS))
+def test_a_cluster_fault_is_caught_by_its_check_and_passes_once_undone(cluster: Cluster, fault: str) -> None:
+    node, cause, check, says, undo = CLUSTER_FAULTS[fault]
+    ctx = _context(cluster)
+    try:
+        rc, out = cluster.node(node, cause)
+        assert rc == 0, out
+        try:
+            failure = _until(partial(check, ctx), fails=True, timeout=300)
+            assert says in failure, failure
+        finally:
+            rc, out = cluster.node(node, undo)
+            assert rc == 0, out
+        _until(partial(check, ctx), fails=False, timeout=600)
+    finally:
+        ctx.close()
