@@ -42,7 +42,8 @@ networks:
 defaults: {image: deb, networks: [mgmt]}
 groups:
   cp: {count: 1, roles: [k8s-control-plane]}
-kubernetes: {version: "1.36", control_plane: cp, apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
+kubernetes: {distribution: k3s, version: "1.36", control_plane: cp,
+             apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
 """
 
 
@@ -86,7 +87,7 @@ def test_plan_marks_steps_no_stage_can_run_and_counts_them_apart(tmp_path: Path)
     resolved = open_lab(lab_file(tmp_path, K8S))[1]
     plan = make_plan(resolved, LabState("k8s"))
     counts = plan.count()
-    assert counts["unsupported"] == 1  # cluster:kubernetes (no CNI or add-ons in this lab)
+    assert counts["unsupported"] == 1  # cluster:kubernetes of k3s (no CNI or add-ons in this lab)
     assert counts["create"] == len(plan.resources) - 1
     text = plan_text(plan)
     assert "  ! cluster:kubernetes" in text
