@@ -89,12 +89,14 @@ def deploy(ops: OpSink, settings: ConfigureSettings) -> None:
         _if=lambda: any(meta.did_change() for meta in changes),
     )
     ops.add("smoke test image", containerd.smoke_image)
-    control_plane = "k8s-control-plane" in ops.target.roles
+    roles = set(ops.target.roles)
+    worker = bool(roles & {"k8s-node", "k8s-worker"}) and "k8s-control-plane" not in roles
     for name, (src, digest) in sorted(settings.bundle_images.items()):
-        if control_plane or not is_control_plane_image(name):
+        if not (worker and is_control_plane_image(name)):
             ops.add(f"image {name}", containerd.bundle_image, image=name, src=src, digest=digest)
 
 
 def is_control_plane_image(name: str) -> bool:
-    """kubeadm's static pods' images: only control-plane nodes run them (an import costs ~30 s under TCG)."""
+    """kubeadm's static pods' images: Kubernetes workers never run them (an import costs ~30 s under TCG), so
+    only they skip them; a plain containerd node gets every image of the bundle."""
     return name.rsplit("/", 1)[-1].split(":", 1)[0] in CONTROL_PLANE_IMAGES
