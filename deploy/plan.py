@@ -191,23 +191,35 @@ def _configure_shared(resolved: ResolvedLab) -> dict[str, Any]:
 
 
 def _kubernetes(resolved: ResolvedLab, resources: list[Resource]) -> list[Resource]:
+    """``cluster:kubernetes`` bootstraps on the first control plane; each other node joins as its own
+    ``member:<node>`` (a new worker joins alone; a removed one is drained and deleted before its machine
+    goes); the add-ons wait for every member."""
     k8s = resolved.lab.kubernetes
     if k8s is None:
         return []
     groups = {k8s.control_plane, *k8s.worker_groups}
     nodes = sorted(n.name for n in resolved.nodes.values() if n.group in groups)
-    deps = _after_configure(nodes, resources)
+    first = min((n for n in nodes if resolved.nodes[n].group == k8s.control_plane), default=None)
     spec = k8s.model_dump()
-    out = [Resource(ResourceId("cluster", "kubernetes"), "cluster", "kubernetes", None, deps,
-                    {k: spec[k] for k in ("distribution", "version", "control_plane", "workers",
-                                          "pod_cidr", "service_cidr")} | {"nodes": nodes},
-                    runnable=k8s.distribution == "kubeadm")]
+    runnable = k8s.distribution == "kubeadm"
+    cluster_id = ResourceId("cluster", "kubernetes")
+    out = [Resource(cluster_id, "cluster", "kubernetes", None, _after_configure([first] if first else nodes, resources),
+                    {k: spec[k] for k in ("distribution", "version", "control_plane", "pod_cidr", "service_cidr")}
+                    | {"first": first}, runnable=runnable)]
+    for name in nodes:
+        if name != first:
+            node = resolved.nodes[name]
+            out.append(Resource(ResourceId("member", name), "member", name, node.provider,
+                                (cluster_id, *_after_configure([name], resources)),
+                                {"control_plane": node.group == k8s.control_plane, "labels": node.labels},
+                                runnable=runnable))
+    joined = tuple(r.id for r in out)
     addons = {"cni": spec["cni"], "mesh": spec["mesh"], "gpu": spec["gpu_operator"],
               "runtimes": spec["runtimes"] if set(spec["runtimes"]) - {"runc"} else None}
     for name, addon in addons.items():
         if addon:
             after = (ResourceId("addon", "cni"),) if name in ("mesh", "runtimes") and addons["cni"] else ()
-            out.append(Resource(ResourceId("addon", name), "addon", name, None, (out[0].id, *after),
+            out.append(Resource(ResourceId("addon", name), "addon", name, None, (*joined, *after),
                                 {"spec": addon, "nodes": nodes}, runnable=_addon_runnable(name, addon)))
     return out
 

@@ -28,7 +28,7 @@ from typing import Any
 from deploy import steps
 from deploy.errors import LabError, PlanError, StageError
 from deploy.plan import Plan
-from deploy.resources import Resource
+from deploy.resources import Resource, ResourceId
 from deploy.stages import stage_of
 from deploy.state import LabState, ResourceRecord, StateStore
 from deploy.steps import StepContext
@@ -232,20 +232,31 @@ class Engine:
     # --- deletions --------------------------------------------------------------------------
 
     def _delete_removed(self) -> None:
+        """Dependents first (the plan's order). A node's resources share its name: when one of them cannot
+        be removed (a member that does not drain), the node's earlier ones stay, so its machine is not
+        destroyed under a cluster that still counts on it."""
+        blocked: dict[str, str] = {}
         for change in self.plan.changes:
             if change.action != "delete" or self.stop.is_set():
                 continue
             record = self.state.resources[change.resource_id]
+            name = ResourceId.parse(record.id).name
+            if name in blocked:
+                self._delete_outcome(record.id, "skipped", f"kept: {blocked[name]} could not be removed")
+                continue
             started = time.monotonic()
             try:
                 steps.destroy(record, self.ctx)
             except LabError as exc:
-                self.result.outcomes[record.id] = StepOutcome(record.id, "failed", error=exc.message,
-                                                              stage=record.kind)
-                self.emit({"event": "step", "id": record.id, "status": "failed", "error": exc.message})
+                blocked[name] = record.id
+                self._delete_outcome(record.id, "failed", exc.message, record.kind)
                 continue
             del self.state.resources[record.id]
             self.store.save(self.state)
             self.result.outcomes[record.id] = StepOutcome(record.id, "ok", time.monotonic() - started,
                                                           stage=record.kind)
             self.emit({"event": "step", "id": record.id, "stage": "delete", "status": "deleted"})
+
+    def _delete_outcome(self, rid: str, status: str, error: str, stage: str = "delete") -> None:
+        self.result.outcomes[rid] = StepOutcome(rid, status, error=error, stage=stage)
+        self.emit({"event": "step", "id": rid, "status": status, "error" if status == "failed" else "reason": error})

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,7 +199,7 @@ class LabSession:
         from deploy.plan import Change, delete_order
         from deploy.steps import destroy
 
-        ctx = self._step_context(run_id, self._tags(run_id), pool, state, None)
+        ctx = replace(self._step_context(run_id, self._tags(run_id), pool, state, None), destroying=True)
         order = delete_order([Change(key, rec.kind, "delete") for key, rec in state.resources.items()])
         removed = []
         for change in order:

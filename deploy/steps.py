@@ -65,6 +65,7 @@ class StepContext:
     outputs_of: Callable[[str], Outputs]
     artifacts_dir: Path | None = None
     emit: Callable[[dict[str, Any]], None] = lambda _event: None
+    destroying: bool = False  # `deploy destroy`: the whole lab goes, so teardowns skip what only a shrink needs
     _recipes: dict[str, Any] | None = field(default=None, repr=False)  # the lab's bundle recipes by key, once a run
 
     def bundle_recipe(self, key: str) -> Any:

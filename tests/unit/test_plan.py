@@ -160,9 +160,11 @@ def test_kubernetes_and_ansible_resources(tmp_path: Path) -> None:
 ansible: [{hosts: workers, roles: [x]}]
 """
     resources = build_resources(resolve_text(tmp_path, text))
-    assert resources["cluster:kubernetes"].deps == ("configure:control-1", "configure:workers-1",
-                                                    "configure:workers-2")
-    assert resources["addon:mesh"].deps == ("cluster:kubernetes", "addon:cni")
+    assert resources["cluster:kubernetes"].deps == ("configure:control-1",)  # kubeadm init on the first one
+    assert resources["member:workers-1"].deps == ("cluster:kubernetes", "configure:workers-1")
+    members = ("member:workers-1", "member:workers-2")
+    assert resources["addon:cni"].deps == ("cluster:kubernetes", *members)
+    assert resources["addon:mesh"].deps == ("cluster:kubernetes", *members, "addon:cni")
     assert resources["ansible:0"].deps == ("configure:workers-1", "configure:workers-2")
     check_acyclic(resources)
 
@@ -188,3 +190,31 @@ def test_plan_json_round_trips(tmp_path: Path) -> None:
     data = json.loads(json.dumps(make_plan(resolve_text(tmp_path), LabState("lab1")).to_json()))
     assert data["counts"]["create"] == 13
     assert data["resources"]["machine:solo"]["deps"] == ["image:local/deb"]
+
+
+K8S = LAB + """kubernetes: {version: '1.36', control_plane: control, workers: workers, cni: {bridge: {}},
+             runtimes: [runc, gvisor]}
+bundle: {source: build}
+"""
+
+
+def test_a_new_worker_is_a_new_member_and_the_others_are_rechecked_not_rebuilt(tmp_path: Path) -> None:
+    state = converged(make_plan(resolve_text(tmp_path, K8S), LabState("lab1")))
+    plan = make_plan(resolve_text(tmp_path, K8S.replace("workers: {count: 2", "workers: {count: 3")), state)
+    changed = {rid: action for rid, action in actions(plan).items() if action != "keep"}
+    assert {rid: a for rid, a in changed.items() if rid.endswith("workers-3")} == {
+        "machine:workers-3": "create", "reachable:workers-3": "create", "configure:workers-3": "create",
+        "member:workers-3": "create"}
+    # every node's /etc/hosts gains the new one, so configure re-converges them and the cluster steps
+    # re-check (an initialised control plane and joined members do nothing: deploy/cluster/join.py)
+    assert {a for rid, a in changed.items() if not rid.endswith("workers-3")} == {"update"}
+    assert "addon:cni" in changed  # the CNI routes to the new node
+
+
+def test_a_removed_worker_leaves_the_cluster_before_its_machine_goes(tmp_path: Path) -> None:
+    state = converged(make_plan(resolve_text(tmp_path, K8S), LabState("lab1")))
+    plan = make_plan(resolve_text(tmp_path, K8S.replace("workers: {count: 2", "workers: {count: 1")), state)
+    deletes = [c.resource_id for c in plan.changes if c.action == "delete"]
+    assert deletes == ["member:workers-2", "configure:workers-2", "reachable:workers-2", "machine:workers-2"]
+    assert actions(plan)["cluster:kubernetes"] == "update"  # /etc/hosts changed: re-checked, not re-initialised
+    assert state.resources["member:workers-2"].provider == "local"  # its teardown runs (it needs a provider)
