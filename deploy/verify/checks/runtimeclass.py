@@ -159,7 +159,8 @@ def sandbox_targets(ctx: VerifyContext, api: Any, runtime_class: Any) -> list[Ve
     if not selector:
         return k8s
     text = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
-    names = {n.metadata.name for n in pods.core(api).list_node(label_selector=text).items}
+    listed = pods.core(api).list_node(label_selector=text).items  # matched again: the labels decide
+    names = {n.metadata.name for n in listed if selector.items() <= (n.metadata.labels or {}).items()}
     chosen = [t for t in k8s if t.name in names or t.hostname in names]
     if not chosen:
         raise CheckFailure(
