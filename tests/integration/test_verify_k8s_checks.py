@@ -48,6 +48,10 @@ def make_ctx(kubeconfig: Path | None) -> VerifyContext:
 
 
 CHECKS = [c.test_id for c in builtin_checks(make_ctx(None))]
+# Kata probes its nodes over SSH for KVM before its pod, and these nodes are not reachable (port 1): its
+# healthy path runs against a real sshd in test_verify_kata.py; its broken one (no RuntimeClass) stays here.
+KATA = "runtimeclass: kata sandbox"
+HEALTHY = [test_id for test_id in CHECKS if test_id != KATA]
 
 # What a broken cluster's failure must name, per check.
 BROKEN_NAMES = {
@@ -166,7 +170,7 @@ def test_every_check_has_a_broken_expectation() -> None:
     assert sorted(CHECKS) == sorted(BROKEN_NAMES)
 
 
-@pytest.mark.parametrize("test_id", CHECKS)
+@pytest.mark.parametrize("test_id", HEALTHY)
 def test_check_passes_on_healthy_cluster(healthy: Cluster, test_id: str) -> None:
     healthy.check(test_id).run()
 
@@ -184,7 +188,8 @@ def test_check_fails_on_broken_cluster_naming_the_object(broken: Cluster, test_i
 
 def test_submitted_manifests_are_valid_and_cleaned_up(healthy: Cluster) -> None:
     for check in builtin_checks(healthy.ctx):
-        check.run()
+        if check.test_id != KATA:
+            check.run()
     created = healthy.server.created("Pod") + healthy.server.created("Service")
     assert len(created) >= 12
     for manifest in created:
@@ -219,7 +224,6 @@ def test_pod_to_pod_pins_server_and_client_to_two_nodes(healthy: Cluster) -> Non
     ("runtime", "runtime_class", "handler_proof"),
     [
         ("gvisor", "gvisor", "dmesg"),
-        ("kata", "kata", "uname -r"),
         ("wasmedge", "wasmedge", "/wasi-demo-app.wasm"),
         ("crun", "crun", "labdeploy-runtime-ok"),
     ],
@@ -259,13 +263,13 @@ def test_run_verify_on_healthy_cluster_through_the_plugin(healthy: Cluster, tmp_
         [],
         known_hosts=tmp_path / "known_hosts",
         kubeconfig=healthy.kubeconfig,
-        runtimes=RUNTIMES,
+        runtimes=tuple(r for r in RUNTIMES if r != "kata"),
         layers=set(LAYERS),
         out_dir=tmp_path / "verify",
         lab_file_dir=tmp_path,
         cluster=CLUSTER,
     )
     assert [r.failure for r in report.results if r.outcome != "passed"] == []
-    assert sorted(f"{r.layer}: {r.name}" for r in report.results) == sorted(CHECKS)
+    assert sorted(f"{r.layer}: {r.name}" for r in report.results) == sorted(HEALTHY)
     assert report.junit is not None
-    assert report.junit.read_text().count("<testcase") == len(CHECKS)
+    assert report.junit.read_text().count("<testcase") == len(HEALTHY)

@@ -2,6 +2,11 @@
 
 gVisor reports the gVisor kernel, Kata runs a guest kernel other than the node's, Wasm prints its
 module's output, runc/crun run a plain container.
+
+Before a VM-based runtime's pod (Kata) the nodes its RuntimeClass schedules onto (its
+``scheduling.nodeSelector``, read from the API; every Kubernetes node when it has none) are probed
+over SSH (:mod:`deploy.verify.vmsandbox`): a node without usable KVM fails the check at once with
+"this host cannot run VM sandboxes: ...", instead of a pod that never starts.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from deploy.configure.catalog import RUNTIMES
+from deploy.verify import vmsandbox
 from deploy.verify.checks import pods
+from deploy.verify.checks.kubernetes import K8S_ROLES
 from deploy.verify.context import Check, VerifyContext
+from deploy.verify.model import VerifyTarget
 from deploy.verify.retry import CheckFailure, Deadline
 
 MARKER = "labdeploy-runtime-ok"
+VM_RUNTIMES = ("kata",)  # runtimes whose sandbox is a KVM guest
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,9 @@ def check_runtime(ctx: VerifyContext, runtime: str) -> None:
     if runtime not in SANDBOXES:
         raise CheckFailure(f"runtime {runtime!r}", expected=f"one of {', '.join(SANDBOXES)}", seen=runtime)
     api = ctx.api()
-    _require_runtime_class(ctx, runtime)
+    found = _require_runtime_class(ctx, runtime)
+    if runtime in VM_RUNTIMES:
+        vmsandbox.require(ctx, sandbox_targets(ctx, api, found), runtime)
     result = pods.run_pod(api, ctx.cluster.namespace, proof_pod(ctx, runtime, None), ctx.cluster.pod_timeout)
     kernel = _node_kernel(api, result.node)
     problem = (f"pod phase {result.phase}" if result.phase != "Succeeded" else None) or proof_problem(
@@ -113,7 +124,7 @@ def _promise(runtime: str) -> str:
     }.get(runtime, f"the container prints {MARKER!r}")
 
 
-def _require_runtime_class(ctx: VerifyContext, runtime: str) -> None:
+def _require_runtime_class(ctx: VerifyContext, runtime: str) -> Any:
     want = SANDBOXES[runtime]
     try:
         found: Any = client.NodeV1Api(ctx.api()).read_runtime_class(want.runtime_class)
@@ -131,6 +142,34 @@ def _require_runtime_class(ctx: VerifyContext, runtime: str) -> None:
             seen=f"handler {found.handler}",
             reproduce=ctx.kubectl("get runtimeclass -o wide"),
         )
+    return found
+
+
+def node_selector(runtime_class: Any) -> dict[str, str]:
+    """The RuntimeClass's ``scheduling.nodeSelector`` (empty: its pods may land on any node)."""
+    scheduling = getattr(runtime_class, "scheduling", None)
+    return dict(getattr(scheduling, "node_selector", None) or {})
+
+
+def sandbox_targets(ctx: VerifyContext, api: Any, runtime_class: Any) -> list[VerifyTarget]:
+    """The verify targets the RuntimeClass can place pods on: the Kubernetes nodes that match its
+    nodeSelector (every Kubernetes node when it has none)."""
+    k8s = [t for t in ctx.targets if set(t.roles) & set(K8S_ROLES)] or list(ctx.targets)
+    selector = node_selector(runtime_class)
+    if not selector:
+        return k8s
+    text = ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+    listed = pods.core(api).list_node(label_selector=text).items  # matched again: the labels decide
+    names = {n.metadata.name for n in listed if selector.items() <= (n.metadata.labels or {}).items()}
+    chosen = [t for t in k8s if t.name in names or t.hostname in names]
+    if not chosen:
+        raise CheckFailure(
+            f"nodes for RuntimeClass {runtime_class.metadata.name}",
+            expected=f"a lab node labelled {text} (its handler is configured there)",
+            seen=f"labelled: {', '.join(sorted(names)) or 'none'}; lab nodes: {', '.join(t.name for t in k8s)}",
+            reproduce=ctx.kubectl(f"get nodes -l {text}"),
+        )
+    return chosen
 
 
 def _node_kernel(api: Any, node: str | None) -> str | None:

@@ -10,6 +10,7 @@ import os
 import shlex
 from functools import partial
 
+from deploy.verify import vmsandbox
 from deploy.verify.context import Check, VerifyContext
 from deploy.verify.model import VerifyTarget
 from deploy.verify.retry import CheckFailure, Deadline
@@ -28,6 +29,7 @@ HANDLERS: dict[str, tuple[str, str]] = {
     "kata": ("kata", "--runtime io.containerd.kata.v2"),
 }
 WASM_RUNTIMES = ("wasmedge",)
+VM_RUNTIMES = ("kata",)  # probed for KVM (deploy.verify.vmsandbox) before their smoke container
 
 
 def container_nodes(ctx: VerifyContext) -> list[VerifyTarget]:
@@ -97,6 +99,8 @@ def wasm_command(runtime: str, path: str) -> str:
 
 
 def check_handler(ctx: VerifyContext, t: VerifyTarget, runtime: str) -> None:
+    if runtime in VM_RUNTIMES:  # no KVM: nothing else about the handler matters, and waiting cannot help
+        vmsandbox.require(ctx, [t], runtime)
     shell = ctx.shell(t)
     configured = handler_configured_command(runtime)
     found = shell.run(configured)
