@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes_validate
-import pytest
 from pyinfra.operations import apt, files, server
 
 from deploy.cluster import runtimeclasses
@@ -85,8 +84,6 @@ def test_kata_from_the_bundle_is_uploaded_instead_of_downloaded() -> None:
     assert not [p for p in plan.ops if p.op is files.download]
 
 
-@pytest.mark.xfail(strict=True, reason="deploy/configure/deploys/runtimes.py downloads kata-static.tar.xz into "
-                   "/var/cache/labdeploy, which nothing creates, and pyinfra's files.download does not make it")
 def test_the_mirror_download_has_its_directory() -> None:
     plan = install(ConfigureSettings(runtimes=("kata",), mirrors_files="http://m/",
                                      file_checksums={"kata-static.tar.xz": SHA}))

@@ -58,6 +58,9 @@ def _download(ops: OpSink, settings: ConfigureSettings, spec: RuntimeSpec, item:
     if item.name in settings.bundle_files:
         return _from_bundle(ops, settings, spec, item)
     mirror = (settings.mirrors_files or "").rstrip("/")
+    parent = item.dest.rsplit("/", 1)[0]
+    if item.unpack_to:  # a tarball kept in a cache folder of ours, which pyinfra's download does not make
+        ops.add(f"{spec.name}: {parent}", files.directory, path=parent, present=True)
     return ops.add(
         f"{spec.name}: {item.name} from the files mirror",
         files.download,
