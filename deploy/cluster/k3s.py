@@ -228,6 +228,8 @@ EnvironmentFile=-{env}
 KillMode=process
 Delegate=yes
 User=root
+# Having non-zero Limit*s causes performance problems due to accounting overhead
+# in the kernel. We recommend using cgroups to do container-local accounting.
 LimitNOFILE=1048576
 LimitNPROC=infinity
 LimitCORE=infinity
@@ -253,7 +255,9 @@ def install_commands(role: Role, version: str, *, binary_present: bool, online: 
     """
     if online:
         fetch = "INSTALL_K3S_SKIP_DOWNLOAD=true" if binary_present else f"INSTALL_K3S_VERSION={shlex.quote(version)}"
-        return [f"curl -sfL {INSTALL_URL} | {fetch} INSTALL_K3S_EXEC={role} sh -s -"]
+        # to a file first: `curl | sh` would run an empty script, and succeed, when the download fails
+        return [f'script=$(mktemp) && curl -sfL {INSTALL_URL} -o "$script" && {fetch} INSTALL_K3S_EXEC={role} '
+                f'sh "$script"; rc=$?; rm -f "$script"; exit $rc']
     if not binary_present:
         raise StageError("cluster", f"no k3s binary at {layout.binary} and the lab is offline (k3s cannot be "
                                     "built here: its module is not on the Go module proxy)",
