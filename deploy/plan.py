@@ -201,7 +201,7 @@ def _kubernetes(resolved: ResolvedLab, resources: list[Resource]) -> list[Resour
     nodes = sorted(n.name for n in resolved.nodes.values() if n.group in groups)
     first = min((n for n in nodes if resolved.nodes[n].group == k8s.control_plane), default=None)
     spec = k8s.model_dump()
-    runnable = k8s.distribution == "kubeadm"
+    runnable = True  # kubeadm for real; k3s right by construction (deploy/cluster/k3s_stage.py)
     cluster_id = ResourceId("cluster", "kubernetes")
     out = [Resource(cluster_id, "cluster", "kubernetes", None, _after_configure([first] if first else nodes, resources),
                     {k: spec[k] for k in ("distribution", "version", "control_plane", "pod_cidr", "service_cidr")}

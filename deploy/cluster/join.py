@@ -35,6 +35,10 @@ def run_member(resource: Resource, ctx: Any) -> Outputs:
     member = next((m for m in nodes if m.node.name == resource.name), None)
     if member is None:
         raise StageError("cluster", f"{resource.name} is not a node of the lab's cluster", host=resource.name)
+    if ctx.resolved.lab.kubernetes.distribution == "k3s":
+        from deploy.cluster.k3s_stage import run_k3s_member
+
+        return run_k3s_member(member, ctx)
     log = progress(ctx)
     shell = shell_for(member, ctx.outputs_of, ctx.known_hosts, log)
     if shell.check(f"test -s {KUBELET_CONF}"):

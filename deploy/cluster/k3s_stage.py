@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from deploy.cluster import k3s
 from deploy.cluster.k3s import LAYOUT, Layout, Role
-from deploy.cluster.nodes import API_PORT, Member, NodeShell, handled_runtimes, members, shell_for
+from deploy.cluster.nodes import Member, NodeShell, handled_runtimes, members, shell_for
+from deploy.cluster.stage import progress, tcg_of, write_kubeconfig
 from deploy.errors import PlanError, StageError
 from deploy.resources import Outputs, Resource
 
@@ -32,20 +32,28 @@ _HINT = "on the node: `journalctl -u {unit} -n 50` shows why k3s did not come up
 
 
 def run_k3s(_resource: Resource, ctx: Any) -> Outputs:
-    """Executor of ``cluster:kubernetes`` when the lab's distribution is k3s (``ctx``: the StepContext)."""
-    resolved = ctx.resolved
-
-    def log(message: str) -> None:
-        ctx.emit({"event": "progress", "message": message})
-    nodes = members(resolved, handled_runtimes(resolved))
-    shells = {m.node.name: shell_for(m, ctx.outputs_of, ctx.known_hosts, log) for m in nodes}
-    cluster = k3s.k3s_cluster(resolved, nodes, tcg=_tcg(ctx, nodes[0]))
-    online = resolved.lab.bundle.source in ONLINE_SOURCES
-    admin, joined = bootstrap(nodes, shells, cluster, online=online, log=log)
-    path = _write_kubeconfig(ctx, admin, nodes[0])
+    """``cluster:kubernetes`` when the lab's distribution is k3s (``ctx``: the StepContext): the first server
+    and the lab's kubeconfig; every other node joins in its own member step (:func:`run_k3s_member`)."""
+    first, cluster, online, log = _context(ctx)
+    shell = shell_for(first, ctx.outputs_of, ctx.known_hosts, log)
+    admin, started = bootstrap([first], {first.node.name: shell}, cluster, online=online, log=log)
+    path = write_kubeconfig(ctx, admin, first)
     return {"distribution": "k3s", "version": cluster.version, "endpoint": cluster.server_url,
-            "kubeconfig": str(path), "nodes": [m.node.name for m in nodes], "joined": joined,
-            "tcg": cluster.tcg}
+            "kubeconfig": str(path), "first": first.node.name, "initialised": bool(started), "tcg": cluster.tcg}
+
+
+def run_k3s_member(member: Member, ctx: Any) -> Outputs:
+    """``member:<node>`` of a k3s lab: a further server or an agent joins unless it already has."""
+    first, cluster, online, log = _context(ctx)
+    shells = {m.node.name: shell_for(m, ctx.outputs_of, ctx.known_hosts, log) for m in (first, member)}
+    _, joined = bootstrap([first, member], shells, cluster, online=online, log=log)
+    return {"joined": bool(joined), "control_plane": member.control_plane}
+
+
+def _context(ctx: Any) -> tuple[Member, k3s.K3sCluster, bool, Callable[[str], None]]:
+    nodes = members(ctx.resolved, handled_runtimes(ctx.resolved))
+    cluster = k3s.k3s_cluster(ctx.resolved, nodes, tcg=tcg_of(ctx, nodes[0]))
+    return nodes[0], cluster, ctx.resolved.lab.bundle.source in ONLINE_SOURCES, progress(ctx)
 
 
 def bootstrap(nodes: list[Member], shells: Mapping[str, NodeShell], cluster: k3s.K3sCluster, *, online: bool,
@@ -97,28 +105,3 @@ def _node_token(cp: NodeShell, layout: Layout) -> k3s.Token:
         return k3s.Token(text)
     except PlanError:  # never quote the file: it is the cluster secret
         raise StageError("cluster", f"{layout.node_token} on {cp.name} holds no k3s token", host=cp.name) from None
-
-
-def _tcg(ctx: Any, first: Member) -> bool:
-    accel = getattr(ctx.providers.get(first.node.provider), "accel", None)
-    return bool(callable(accel) and accel() == "tcg")
-
-
-def _write_kubeconfig(ctx: Any, admin: str, first: Member) -> Path:
-    from deploy.cluster import kubeconfig
-
-    forwarded = ctx.outputs_of(f"machine:{first.node.name}").get("ports", {}).get(str(API_PORT))
-    if forwarded is None:
-        raise StageError("cluster", f"{first.node.name} has no loopback forward of port {API_PORT}",
-                         host=first.node.name, hint=f"add `ports: [{API_PORT}]` to the control-plane group")
-    server = f"https://127.0.0.1:{forwarded}"
-    return kubeconfig.write(ctx.state_dir, kubeconfig.localize(admin, ctx.resolved.name, server))
-
-
-def _executor() -> Any:
-    from deploy.steps import per_resource
-
-    return per_resource(run_k3s)
-
-
-run_k3s_step = _executor()

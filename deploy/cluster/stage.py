@@ -33,6 +33,10 @@ def run_cluster(_resource: Resource, ctx: Any) -> Outputs:
     """Executor of ``cluster:kubernetes`` (``ctx`` is the run's StepContext): kubeadm init on the first
     control plane unless it has been initialised, then the admin kubeconfig (the other nodes join as
     ``member:<node>`` steps, :mod:`deploy.cluster.join`)."""
+    if ctx.resolved.lab.kubernetes.distribution == "k3s":
+        from deploy.cluster.k3s_stage import run_k3s
+
+        return run_k3s(_resource, ctx)
     first = members(ctx.resolved)[0]
     tcg = tcg_of(ctx, first)
     cluster = cluster_of(ctx.resolved, tcg=tcg)
@@ -43,7 +47,7 @@ def run_cluster(_resource: Resource, ctx: Any) -> Outputs:
         labelled = members(ctx.resolved, handled_runtimes(ctx.resolved))[0]
         _init(cp, cluster, labelled, log)
     admin = cp.run(f"cat {ADMIN_CONF}", what="reading the admin kubeconfig").stdout
-    path = _write_kubeconfig(ctx, admin, first)
+    path = write_kubeconfig(ctx, admin, first)
     return {"version": cluster.version, "endpoint": cluster.endpoint, "kubeconfig": str(path),
             "first": first.node.name, "initialised": not initialised, "tcg": tcg}
 
@@ -94,7 +98,7 @@ def ca_cert_hash(admin_conf: str) -> str:
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
-def _write_kubeconfig(ctx: Any, admin: str, first: Member) -> Path:
+def write_kubeconfig(ctx: Any, admin: str, first: Member) -> Path:
     from deploy.cluster import kubeconfig
 
     ports = ctx.outputs_of(f"machine:{first.node.name}").get("ports", {})

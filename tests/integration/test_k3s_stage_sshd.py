@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from deploy.cluster import k3s
-from deploy.cluster.k3s_stage import _write_kubeconfig, bootstrap
+from deploy.cluster.k3s_stage import bootstrap
 from deploy.cluster.nodes import Member, NodeShell, members
+from deploy.cluster.stage import write_kubeconfig
 from deploy.errors import StageError
 from deploy.model import open_lab
 from deploy.secrets import REDACTOR
@@ -223,7 +224,7 @@ def _assert_localized(nodes: Nodes, admin: str, tmp_path: Path) -> None:
     outputs = {"machine:control-1": {"ports": {"6443": 46443}}}
     ctx = SimpleNamespace(state_dir=tmp_path / "state", resolved=lab, outputs_of=outputs.__getitem__)
     (tmp_path / "state").mkdir()
-    path = _write_kubeconfig(ctx, admin, nodes.members[0])
+    path = write_kubeconfig(ctx, admin, nodes.members[0])
     doc = yaml.safe_load(path.read_text())
     assert path.stat().st_mode & 0o777 == 0o600
     assert doc["clusters"] == [{"name": "k3s", "cluster": {"certificate-authority-data": "Q0EtREFUQQ==",
@@ -232,4 +233,4 @@ def _assert_localized(nodes: Nodes, admin: str, tmp_path: Path) -> None:
     assert "S0VZLW9mLSR0b2tlbg==" not in REDACTOR.redact_text(path.read_text())
     no_forward = SimpleNamespace(**{**ctx.__dict__, "outputs_of": lambda _r: {}})
     with pytest.raises(StageError, match="no loopback forward of port 6443"):
-        _write_kubeconfig(no_forward, admin, nodes.members[0])
+        write_kubeconfig(no_forward, admin, nodes.members[0])
