@@ -173,7 +173,7 @@ def _vip_clear_of_provider(loaded: LoadedLab, resolved: ResolvedLab, address: ip
         yield problem(loaded, ("kubernetes", "vip"),
                       f"kubernetes.vip {address} is the gateway of network {net.name}: the {provider.kind} host "
                       "has it", f"pick a free address between {gateway + 1} and {dhcp_first - 1}")
-    elif address >= dhcp_first:
+    elif int(address) >= int(dhcp_first):  # same family: the address lies inside cidr
         yield problem(loaded, ("kubernetes", "vip"),
                       f"kubernetes.vip {address} lies in the DHCP range of network {net.name} ({dhcp_first} "
                       "and up), where another machine may be given it",
