@@ -138,6 +138,7 @@ def keepalived_conf(plan: HaPlan, name: str, interface: str) -> str:
         "    rise 2",
         "    fall 3",
         f"    weight {CHECK_WEIGHT}",
+        "    init_fail",  # a starting node counts as unhealthy until its API server answers twice
         "}",
         "",
         "vrrp_instance apiserver {",
