@@ -19,7 +19,7 @@ How the cluster stage calls it (``plan = ha.plan_of(resolved)``; ``None``: no VI
 
        key = kubeadm.new_certificate_key()
        cp.run(ha.INIT_COMMAND, stdin=kubeadm.render_init(cluster, first.kubeadm, token, key), ...)
-       upload = ha.Upload(key, time.monotonic())
+       upload = ha.Upload.now(key)
 
    (A run that finds the cluster initialised starts with ``upload = None``.)
 3. Each further control plane that has not joined: keepalived first (as BACKUP: it only takes the VIP
@@ -230,6 +230,11 @@ class Upload:
     key: kubeadm.CertificateKey
     at: float  # time.monotonic()
 
+    @classmethod
+    def now(cls, key: kubeadm.CertificateKey) -> Upload:
+        """The upload made just now (by ``kubeadm init --upload-certs`` or :func:`upload_certs`)."""
+        return cls(key, time.monotonic())
+
     def fresh(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) - self.at < KEY_FRESH_SECONDS
 
@@ -245,4 +250,4 @@ def upload_certs(cp: NodeShell, cluster: kubeadm.Cluster, node: kubeadm.Node, la
     key = kubeadm.new_certificate_key()
     cp.run(UPLOAD_COMMAND, stdin=kubeadm.render_upload_certs(cluster, node, key), timeout=600,
            what="uploading the control-plane certificates")
-    return Upload(key, time.monotonic())
+    return Upload.now(key)

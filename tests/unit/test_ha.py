@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from deploy.cluster import ha
+from deploy.cluster import kubeadm as k
+from deploy.cluster.nodes import NodeShell
 from deploy.errors import StageError
 from deploy.model import open_lab
+from deploy.ssh.endpoint import SshEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "ha"
@@ -102,3 +105,21 @@ def test_the_install_script_is_valid_shell_and_restarts_only_on_change() -> None
     restart = next(i for i, line in enumerate(lines) if "systemctl restart keepalived" in line)
     assert lines[restart - 2].startswith("else")  # only in the branch where cmp found a difference
     assert "restart" not in "".join(lines[: restart - 2])
+
+
+def test_an_upload_is_fresh_for_90_minutes_of_kubeadms_two_hours() -> None:
+    upload = ha.Upload(k.new_certificate_key(), 1000.0)
+    assert upload.fresh(1000.0 + 89 * 60)
+    assert not upload.fresh(1000.0 + 90 * 60)
+    assert upload.key.value not in repr(upload)
+    assert ha.Upload.now(upload.key).fresh()
+
+
+def test_a_fresh_upload_is_reused_without_touching_the_node(tmp_path: Path) -> None:
+    # port 9 (discard) on loopback: any command on this shell would fail with a StageError
+    shell = NodeShell("control-1", SshEndpoint("127.0.0.1", 9, "root", tmp_path / "key"), tmp_path / "known_hosts")
+    last = ha.Upload.now(k.new_certificate_key())
+    cluster = k.Cluster("lab", "v1.36.3", "10.32.0.5:6443")
+    assert ha.upload_certs(shell, cluster, k.Node("control-1", "10.32.0.11"), last) is last
+    with pytest.raises(StageError, match="uploading the control-plane certificates"):
+        ha.upload_certs(shell, cluster, k.Node("control-1", "10.32.0.11"), ha.Upload(last.key, 0.0))
