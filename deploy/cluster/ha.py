@@ -8,31 +8,33 @@ and further control planes join with the certificates kubeadm uploaded, encrypte
     INIT_COMMAND                           ``kubeadm init --upload-certs`` (the key is in the init document)
     upload_certs(cp, cluster, node, prev)  a fresh upload when none was made or the last one is too old
 
-How the cluster stage calls it (``plan = ha.plan_of(resolved)``; ``None``: no VIP, nothing changes):
+How the cluster stage calls it (``plan = ha.plan_of(resolved)``; ``None``: no VIP, nothing changes).
+``cluster_of`` returns ``kubeadm.with_vip(cluster, k8s.vip)`` when the lab has a VIP, so the init's
+controlPlaneEndpoint, every join's discovery endpoint and the API server's certSANs use the VIP.
 
-1. First control plane, before ``kubeadm init`` (only when admin.conf is missing), so the VIP answers
-   when kubeadm talks to its controlPlaneEndpoint::
+1. First control plane, on every run, before ``kubeadm init``: keepalived there answers for the VIP
+   while kubeadm talks to its controlPlaneEndpoint; wait for the VIP only when the node is not yet
+   initialised (on a later run the VIP may rightly be on another control plane)::
 
-       ha.ensure_keepalived(cp, plan, first.node.name, log, hold_vip=True)
+       ha.ensure_keepalived(cp, plan, first.node.name, log, hold_vip=not initialised)
 
-2. Init with a certificate key (``cluster`` from ``kubeadm.with_vip(cluster, plan.vip)``)::
+2. Init with a certificate key, which uploads the shared certificates::
 
        key = kubeadm.new_certificate_key()
        cp.run(ha.INIT_COMMAND, stdin=kubeadm.render_init(cluster, first.kubeadm, token, key), ...)
        upload = ha.Upload.now(key)
 
-   (A run that finds the cluster initialised starts with ``upload = None``.)
-3. Each further control plane that has not joined: keepalived first (as BACKUP: it only takes the VIP
-   once its own API server answers and the holder's does not), then a fresh upload if needed, then join
-   with ``controlPlane``::
+   A run that finds the cluster initialised starts with ``upload = None``.
+3. Each further control plane, on every run: keepalived first (it starts as BACKUP with a failed check,
+   so it takes the VIP only once its own API server answers and the holder's does not); then, if it has
+   not joined, a fresh upload when needed and the join with ``controlPlane``::
 
        ha.ensure_keepalived(shell, plan, member.node.name, log)
        upload = ha.upload_certs(cp, cluster, first.kubeadm, upload)
        join = dataclasses.replace(secrets, certificate_key=upload.key.value)
        shell.run("kubeadm join --config /dev/stdin", stdin=kubeadm.render_join(cluster, member.kubeadm, join), ...)
 
-4. A converged re-run calls ``ensure_keepalived`` on every control plane: it says ``unchanged`` and
-   restarts nothing.
+   On a converged re-run ``ensure_keepalived`` says ``unchanged`` and restarts nothing.
 
 Priorities follow member order (the first control plane highest); the vrrp_script that asks the local
 API server for /healthz lowers a failing node's priority below every healthy one, so the VIP moves only
