@@ -154,7 +154,7 @@ def _vip_in(loaded: LoadedLab, resolved: ResolvedLab, vip: str, net: ResolvedNet
         yield problem(loaded, where, f"kubernetes.vip {vip} is not a host address of network {net.name} ({cidr}), "
                       "which the control planes share", f"pick a free address inside {cidr}")
         return
-    owner = next((n.name for n in resolved.nodes.values() for nic in n.nics if nic.ip == vip), None)
+    owner = next((n.name for n in resolved.nodes.values() if vip in (n.address, *(nic.ip for nic in n.nics))), None)
     if owner is not None:
         yield problem(loaded, where, f"kubernetes.vip {vip} is also the address of node {owner}",
                       f"pick an address of {cidr} that no node has")

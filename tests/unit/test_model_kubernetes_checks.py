@@ -129,3 +129,13 @@ def test_a_vip_that_is_no_address_is_refused_by_the_schema(tmp_path: Path) -> No
     problem = only(tmp_path, HA + "  vip: 10.20.0.5/24\n")
     assert "'10.20.0.5/24' is not an IP address" in problem.message
     assert problem.location.path == "kubernetes.vip"
+
+
+def test_the_vip_is_not_an_existing_hosts_address(tmp_path: Path) -> None:
+    text = HA + "  vip: 10.20.0.7\n"
+    text = text.replace("defaults: {image: deb, networks: [mgmt, labnet]}\n",
+                        "providers:\n  local: {kind: libvirt}\n  hosts: {kind: existing}\n"
+                        "defaults: {image: deb, networks: [mgmt, labnet]}\n")
+    text += "nodes:\n  old: {provider: hosts, address: 10.20.0.7, networks: []}\n"
+    problems = [p for p in problems_of(tmp_path, text) if p.location.path == "kubernetes.vip"]
+    assert [p.message for p in problems] == ["kubernetes.vip 10.20.0.7 is also the address of node old"]
