@@ -1,10 +1,15 @@
 """kubeadm's configuration documents, rendered from typed inputs (no YAML templates).
 
-    render_init(cluster, node, token)          InitConfiguration + ClusterConfiguration +
-                                               KubeletConfiguration (+ KubeProxyConfiguration)
-    render_join(cluster, node, join)           JoinConfiguration (+ KubeletConfiguration)
+    render_init(cluster, node, token[, key])   InitConfiguration + ClusterConfiguration +
+                                               KubeletConfiguration (+ KubeProxyConfiguration); with a
+                                               certificate key for ``kubeadm init --upload-certs``
+    render_join(cluster, node, join)           JoinConfiguration (+ KubeletConfiguration); a further
+                                               control plane's carries ``controlPlane``
+    render_upload_certs(cluster, node, key)    the config of ``kubeadm init phase upload-certs``
+    with_vip(cluster, vip)                     the cluster reached at a virtual IP (HA control planes)
     tcg_patches()                              kubeadm patches that widen the static pods' probes
     new_token() / BootstrapToken               a bootstrap token, registered for redaction at once
+    new_certificate_key() / CertificateKey     the AES key of the kubeadm-certs Secret, likewise
 
 The kubeadm API group version is the one each minor's kubeadm prints by default
 (``kubeadm config print init-defaults``): ``kubeadm.k8s.io/v1beta4`` for 1.35, 1.36 and 1.37
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import re
 import secrets as random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -36,6 +41,7 @@ PATCHES_DIR = "/etc/labdeploy/kubeadm-patches"
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 _TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_CERTIFICATE_KEY = re.compile(r"^[0-9a-f]{64}$")  # kubeadm's: 32 random bytes (an AES-256 key), hex
 # Under TCG (10-20x slower than hardware) kubeadm's own waits are too short: these replace them.
 TCG_TIMEOUTS = {
     "controlPlaneComponentHealthCheck": "20m0s",
@@ -116,6 +122,23 @@ class BootstrapToken:
 
 
 @dataclass(frozen=True, repr=False)
+class CertificateKey:
+    """The key that encrypts the control-plane certificates in the kubeadm-certs Secret (64 hex digits);
+    its repr never shows it. The Secret, and so the key, expires two hours after the upload."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        if not _CERTIFICATE_KEY.match(self.value):
+            raise PlanError("a certificate key is 64 lowercase hex digits (32 bytes, as `kubeadm certs "
+                            "certificate-key` prints)")
+        REDACTOR.add(self.value)
+
+    def __repr__(self) -> str:
+        return "CertificateKey(****)"
+
+
+@dataclass(frozen=True, repr=False)
 class JoinSecrets:
     """What a node needs to join: the token, the CA's public key hashes, and for a control plane the
     key that decrypts the uploaded certificates."""
@@ -130,6 +153,8 @@ class JoinSecrets:
         if not self.ca_cert_hashes or not all(h.startswith("sha256:") for h in self.ca_cert_hashes):
             raise PlanError("join needs the CA's sha256:<hex> public key hash",
                             hint="kubeadm's --discovery-token-ca-cert-hash, from the first control plane")
+        if self.certificate_key is not None:
+            CertificateKey(self.certificate_key)  # the same format check
 
     def __repr__(self) -> str:
         return f"JoinSecrets({self.token!r}, {len(self.ca_cert_hashes)} CA hash(es), control plane: " \
@@ -143,6 +168,18 @@ def new_token() -> BootstrapToken:
 
 def _pick(count: int) -> str:
     return "".join(random.choice(_ALPHABET) for _ in range(count))
+
+
+def new_certificate_key() -> CertificateKey:
+    """A fresh certificate key as kubeadm makes one (32 random bytes, hex), registered for redaction."""
+    return CertificateKey(random.token_hex(32))
+
+
+def with_vip(cluster: Cluster, vip: str, port: int = 6443) -> Cluster:
+    """``cluster`` reached at a virtual IP: every node (and kubeadm's controlPlaneEndpoint) uses
+    ``vip:port``, and the API server's certificate names the VIP too."""
+    host = f"[{vip}]" if ":" in vip else vip
+    return replace(cluster, endpoint=f"{host}:{port}", cert_sans=(*cluster.cert_sans, vip))
 
 
 def _node_registration(cluster: Cluster, node: Node) -> dict[str, Any]:
@@ -167,14 +204,20 @@ def _patches(cluster: Cluster) -> dict[str, Any]:
     return {"patches": {"directory": PATCHES_DIR}} if cluster.tcg else {}
 
 
-def init_configuration(cluster: Cluster, node: Node, token: BootstrapToken) -> dict[str, Any]:
+def _local_api_endpoint(node: Node) -> dict[str, Any]:
     host, _, port = node.address.partition(":")
+    return {"advertiseAddress": host, "bindPort": int(port or 6443)}
+
+
+def init_configuration(cluster: Cluster, node: Node, token: BootstrapToken,
+                       certificate_key: CertificateKey | None = None) -> dict[str, Any]:
     return {
         "apiVersion": cluster.api,
         "kind": "InitConfiguration",
         "bootstrapTokens": [{"token": token.value, "ttl": "2h0m0s", "usages": ["signing", "authentication"],
                              "groups": ["system:bootstrappers:kubeadm:default-node-token"]}],
-        "localAPIEndpoint": {"advertiseAddress": host, "bindPort": int(port or 6443)},
+        **({"certificateKey": certificate_key.value} if certificate_key else {}),
+        "localAPIEndpoint": _local_api_endpoint(node),
         "nodeRegistration": _node_registration(cluster, node),
         "skipPhases": [] if cluster.kube_proxy else ["addon/kube-proxy"],
         **_timeouts(cluster, ("controlPlaneComponentHealthCheck", "kubeletHealthCheck", "kubernetesAPICall",
@@ -239,8 +282,7 @@ def join_configuration(cluster: Cluster, node: Node, join: JoinSecrets) -> dict[
         **_patches(cluster),
     }
     if join.certificate_key is not None:
-        host, _, port = node.address.partition(":")
-        document["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": host, "bindPort": int(port or 6443)},
+        document["controlPlane"] = {"localAPIEndpoint": _local_api_endpoint(node),
                                     "certificateKey": join.certificate_key}
     return document
 
@@ -249,9 +291,12 @@ def _dump(documents: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
 
 
-def render_init(cluster: Cluster, node: Node, token: BootstrapToken) -> str:
-    """The ``kubeadm init --config`` file of the first control plane."""
-    documents = [init_configuration(cluster, node, token), cluster_configuration(cluster),
+def render_init(cluster: Cluster, node: Node, token: BootstrapToken,
+                certificate_key: CertificateKey | None = None) -> str:
+    """The ``kubeadm init --config`` file of the first control plane; with ``certificate_key`` for
+    ``kubeadm init --upload-certs`` (kubeadm refuses ``--certificate-key`` next to ``--config``: the key
+    travels in the document, which travels on stdin)."""
+    documents = [init_configuration(cluster, node, token, certificate_key), cluster_configuration(cluster),
                  kubelet_configuration(cluster)]
     if cluster.kube_proxy:
         documents.append(kube_proxy_configuration(cluster))
@@ -261,6 +306,14 @@ def render_init(cluster: Cluster, node: Node, token: BootstrapToken) -> str:
 def render_join(cluster: Cluster, node: Node, join: JoinSecrets) -> str:
     """The ``kubeadm join --config`` file of a worker (or, with a certificate key, a further control plane)."""
     return _dump([join_configuration(cluster, node, join)])
+
+
+def render_upload_certs(cluster: Cluster, node: Node, certificate_key: CertificateKey) -> str:
+    """The config of ``kubeadm init phase upload-certs --upload-certs`` on an initialised control plane
+    (``node``): it re-encrypts the shared certificates with a fresh key for a later control plane's join."""
+    init = {"apiVersion": cluster.api, "kind": "InitConfiguration", "certificateKey": certificate_key.value,
+            "localAPIEndpoint": _local_api_endpoint(node), "nodeRegistration": _node_registration(cluster, node)}
+    return _dump([init, cluster_configuration(cluster)])
 
 
 def tcg_patches() -> dict[str, str]:

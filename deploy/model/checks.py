@@ -27,6 +27,7 @@ from deploy.model.checks_kubernetes import (
     check_cni,
     check_control_planes,
     check_kubernetes_version,
+    check_vip,
 )
 from deploy.model.implied import MGMT, USER_NETWORKS
 from deploy.model.load import LoadedLab
@@ -238,4 +239,4 @@ CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
                        check_host_ports, check_roles, check_kubernetes_apt, check_runtime_files, check_mirrors,
                        check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
-                       check_control_planes, check_cni]
+                       check_control_planes, check_cni, check_vip]

@@ -4,6 +4,8 @@
     check_cluster_cidrs        pod and service CIDRs are networks, apart from each other and the lab's networks
     check_control_planes       an odd number of control-plane nodes (etcd needs a majority), not also workers
     check_cni                  workers need a CNI to reach each other's pods
+    check_vip                  more than one control plane needs kubernetes.vip: a free address of the lab
+                               network the control planes share (keepalived moves it between them)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from deploy.errors import Problem
 from deploy.model.load import LoadedLab
 from deploy.model.problems import problem
 from deploy.model.resolve import ResolvedLab
+from deploy.model.resolved import ResolvedNetwork, ResolvedNode
 from deploy.model.schema_kubernetes import KubernetesSpec
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -100,3 +103,78 @@ def check_cni(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
                   f"kubernetes.workers ({', '.join(k8s.worker_groups)}) need a CNI to carry pod traffic between "
                   "nodes, and kubernetes.cni is not set",
                   "add kubernetes.cni: {bridge: {}} (routes between the nodes' pod CIDRs) or {cilium: {version: ...}}")
+
+
+# providers whose nat/isolated networks give the host the first address (libvirt's bridge: the gateway, and
+# dnsmasq's DHCP hands out the upper half of the range)
+GATEWAY_PROVIDERS = frozenset({"libvirt", "vagrant"})
+
+
+def _control_planes(resolved: ResolvedLab, k8s: KubernetesSpec) -> list[ResolvedNode]:
+    return sorted((n for n in resolved.nodes.values() if n.group == k8s.control_plane), key=lambda n: n.name)
+
+
+def _lab_network(resolved: ResolvedLab, node: ResolvedNode) -> ResolvedNetwork | None:
+    """The network of the node's lab address (its first nat/isolated NIC with an address: what kubeadm
+    advertises, see :func:`deploy.inputs.lab_address`)."""
+    nic = next((nic for nic in node.nics if nic.ip and nic.mode in ("nat", "isolated")), None)
+    return resolved.networks.get(nic.network) if nic else None
+
+
+def check_vip(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    k8s = resolved.lab.kubernetes
+    if k8s is None or k8s.control_plane not in resolved.lab.groups:
+        return
+    planes = _control_planes(resolved, k8s)
+    if k8s.vip is None:
+        if len(planes) > 1:
+            yield problem(loaded, ("kubernetes", "control_plane"),
+                          f"group {k8s.control_plane} has {len(planes)} control-plane nodes, and kubernetes.vip is "
+                          "not set: nodes reach the API server at one address, which must move to a healthy "
+                          "control plane", "add kubernetes.vip: a free address of the lab network the control "
+                          "planes share (keepalived holds it on one of them)")
+        return
+    networks = {net.name: net for node in planes if (net := _lab_network(resolved, node))}
+    if len(networks) != 1 or any(_lab_network(resolved, node) is None for node in planes):
+        yield problem(loaded, ("kubernetes", "vip"),
+                      f"kubernetes.vip {k8s.vip} needs the control planes on one lab network; they are on "
+                      f"{', '.join(sorted(networks)) or 'none'}",
+                      "give every control-plane node its first nat or isolated NIC on the same network")
+        return
+    yield from _vip_in(loaded, resolved, k8s.vip, next(iter(networks.values())))
+
+
+def _vip_in(loaded: LoadedLab, resolved: ResolvedLab, vip: str, net: ResolvedNetwork) -> Iterator[Problem]:
+    where = ("kubernetes", "vip")
+    cidr = _network_of(net.cidr)
+    if cidr is None:
+        return
+    address = ipaddress.ip_address(vip)
+    if address not in cidr or address in (cidr.network_address, cidr.broadcast_address):
+        yield problem(loaded, where, f"kubernetes.vip {vip} is not a host address of network {net.name} ({cidr}), "
+                      "which the control planes share", f"pick a free address inside {cidr}")
+        return
+    owner = next((n.name for n in resolved.nodes.values() if vip in (n.address, *(nic.ip for nic in n.nics))), None)
+    if owner is not None:
+        yield problem(loaded, where, f"kubernetes.vip {vip} is also the address of node {owner}",
+                      f"pick an address of {cidr} that no node has")
+        return
+    yield from _vip_clear_of_provider(loaded, resolved, address, net, cidr)
+
+
+def _vip_clear_of_provider(loaded: LoadedLab, resolved: ResolvedLab, address: ipaddress.IPv4Address
+                           | ipaddress.IPv6Address, net: ResolvedNetwork, cidr: Network) -> Iterator[Problem]:
+    provider = resolved.providers.get(net.provider)
+    if provider is None or provider.kind not in GATEWAY_PROVIDERS or (net.mode == "isolated" and not net.dhcp):
+        return  # a bare isolated bridge: the host has no address on it, nobody hands addresses out
+    hosts = cidr.num_addresses - 2
+    gateway, dhcp_first = cidr.network_address + 1, cidr.network_address + 1 + hosts // 2
+    if address == gateway:
+        yield problem(loaded, ("kubernetes", "vip"),
+                      f"kubernetes.vip {address} is the gateway of network {net.name}: the {provider.kind} host "
+                      "has it", f"pick a free address between {gateway + 1} and {dhcp_first - 1}")
+    elif int(address) >= int(dhcp_first):  # same family: the address lies inside cidr
+        yield problem(loaded, ("kubernetes", "vip"),
+                      f"kubernetes.vip {address} lies in the DHCP range of network {net.name} ({dhcp_first} "
+                      "and up), where another machine may be given it",
+                      f"pick a free address between {gateway + 1} and {dhcp_first - 1}")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from deploy.model.strict import Strict
 
@@ -61,6 +62,10 @@ class KubernetesSpec(Strict):
     version: str = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
     control_plane: str
     workers: list[str] | str | None = None
+    vip: str | None = Field(
+        None, description="virtual IP of the API server on the lab network the control planes share "
+        "(keepalived moves it to a healthy control plane): the cluster's endpoint <vip>:6443. Required with "
+        "more than one control plane; with one it keeps the endpoint stable for adding more later")
     pod_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
     apt: KubernetesAptSpec = Field(
@@ -70,6 +75,16 @@ class KubernetesSpec(Strict):
     mesh: MeshSpec | None = None
     runtimes: list[Runtime] = Field(default_factory=lambda: list[Runtime](["runc"]))
     gpu_operator: GpuOperatorSpec | None = None
+
+    @field_validator("vip")
+    @classmethod
+    def _vip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (write the bare address, e.g. 10.20.0.5)") from None
 
     @property
     def worker_groups(self) -> list[str]:

@@ -6,6 +6,7 @@ runs kubeadm's own validation, so a document it accepts is one ``kubeadm init``/
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from deploy.bundle import BundleStore, catalog
+from deploy.cluster import ha
 from deploy.cluster import kubeadm as k
 from deploy.secrets import redact_text
 
@@ -115,3 +117,62 @@ def test_tcg_patches_reach_the_static_pod_manifests(kubeadm: tuple[str, Path], t
         spec = next(c for c in pod["spec"]["containers"] if c["name"] == container)
         assert (spec["livenessProbe"]["initialDelaySeconds"], spec["startupProbe"]["failureThreshold"]) == (120, 60)
     assert not Path("/etc/kubernetes/tmp").exists() or not list(Path("/etc/kubernetes/tmp").glob("kubeadm-init-*"))
+
+
+def test_ha_init_and_control_plane_join_validate(kubeadm: tuple[str, Path], tmp_path: Path) -> None:
+    version, binary = kubeadm
+    cluster = k.with_vip(_cluster(version), "10.20.0.5")
+    init = k.render_init(cluster, k.Node("control-1", "10.20.0.10"), k.new_token(), k.new_certificate_key())
+    done = _validate(binary, init, tmp_path)
+    assert done.returncode == 0, done.stderr
+    secrets = k.JoinSecrets(k.new_token(), (CA_HASH,), k.new_certificate_key().value)
+    done = _validate(binary, k.render_join(cluster, k.Node("control-2", "10.20.0.11"), secrets), tmp_path)
+    assert done.returncode == 0, done.stderr
+    upload = k.render_upload_certs(cluster, k.Node("control-1", "10.20.0.10"), k.new_certificate_key())
+    done = _validate(binary, upload, tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def _dry_run(binary: Path, command: str, config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` as the stage runs it (config on stdin), with kubeadm's dry run: nothing leaves tmp_path."""
+    argv = [str(binary), *shlex.split(command)[1:], "--dry-run", *(["--ignore-preflight-errors=all"]
+                                                                    if " phase " not in command else [])]
+    env = {"PATH": "/usr/bin:/bin", "KUBEADM_INIT_DRYRUN_DIR": str(tmp_path / "dry")}
+    return subprocess.run(argv, input=config, capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def test_init_uploads_the_certificates_under_the_key_without_printing_it(
+        kubeadm: tuple[str, Path], tmp_path: Path) -> None:
+    version, binary = kubeadm
+    key, token = k.new_certificate_key(), k.new_token()
+    config = k.render_init(k.with_vip(_cluster(version), "10.20.0.5"), k.Node("cp", "10.20.0.10"), token, key)
+    done = _dry_run(binary, ha.INIT_COMMAND, config, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert 'Storing the certificates in Secret "kubeadm-certs"' in output
+    assert "--certificate-key <value withheld>" in output
+    assert key.value not in output
+    assert token.value not in output
+    assert not Path("/etc/kubernetes/admin.conf").exists()
+
+
+def test_a_later_upload_stores_the_certificates_under_a_fresh_key(kubeadm: tuple[str, Path], tmp_path: Path) -> None:
+    """``kubeadm init phase upload-certs`` as upload_certs runs it, against certificates made in tmp_path."""
+    version, binary = kubeadm
+    key = k.new_certificate_key()
+    docs = list(yaml.safe_load_all(k.render_upload_certs(k.with_vip(_cluster(version), "10.20.0.5"),
+                                                         k.Node("cp", "10.20.0.10"), key)))
+    docs[1]["certificatesDir"] = str(tmp_path / "pki")
+    config = yaml.safe_dump_all(docs)
+    (tmp_path / "kubeadm.yaml").write_text(config)
+    env = {"PATH": "/usr/bin:/bin"}
+    for phase in (["certs", "all"], ["kubeconfig", "admin", "--kubeconfig-dir", str(tmp_path / "dry")]):
+        made = subprocess.run([str(binary), "init", "phase", *phase, "--config", str(tmp_path / "kubeadm.yaml")],
+                              capture_output=True, text=True, timeout=60, env=env, check=False)
+        assert made.returncode == 0, made.stderr
+    done = _dry_run(binary, ha.UPLOAD_COMMAND, config, tmp_path)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert 'Storing the certificates in Secret "kubeadm-certs"' in output
+    assert "name: kubeadm-certs" in output
+    assert key.value not in output

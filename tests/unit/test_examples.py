@@ -20,7 +20,7 @@ SCHEMA_COMMENT = "# yaml-language-server: $schema=../../lab.schema.json"
 
 def test_the_examples_are_there() -> None:
     names = {p.parent.name for p in EXAMPLES}
-    assert {"quickstart", "existing-hosts", "k8s-sandbox", "nested-esxi"} <= names
+    assert {"quickstart", "existing-hosts", "k8s-sandbox", "nested-esxi", "k8s", "k8s-ha"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.parent.name)

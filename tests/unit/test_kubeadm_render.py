@@ -7,6 +7,7 @@ import yaml
 
 from deploy.cluster import kubeadm as k
 from deploy.errors import PlanError
+from deploy.secrets import redact_text
 
 CLUSTER = k.Cluster("lab", "v1.36.3", "10.20.0.10:6443", cert_sans=("127.0.0.1", "localhost", "127.0.0.1"))
 
@@ -72,3 +73,55 @@ def test_new_tokens_are_random_and_well_formed() -> None:
     tokens = {k.new_token().value for _ in range(20)}
     assert len(tokens) == 20
     assert all(k._TOKEN.match(t) for t in tokens)
+
+
+def test_a_vip_is_the_endpoint_of_every_node_and_named_by_the_certificate() -> None:
+    ha = k.with_vip(CLUSTER, "10.20.0.5")
+    assert ha.endpoint == "10.20.0.5:6443"
+    cluster = _docs(k.render_init(ha, k.Node("control-1", "10.20.0.10"), k.new_token()))["ClusterConfiguration"]
+    assert cluster["controlPlaneEndpoint"] == "10.20.0.5:6443"
+    assert cluster["apiServer"]["certSANs"] == ["127.0.0.1", "localhost", "10.20.0.5"]
+    secrets = k.JoinSecrets(k.new_token(), ("sha256:" + "ab" * 32,))
+    join = _docs(k.render_join(ha, k.Node("workers-1", "10.20.0.21"), secrets))["JoinConfiguration"]
+    assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.20.0.5:6443"
+    assert "controlPlane" not in join
+    assert k.with_vip(CLUSTER, "fd00::5").endpoint == "[fd00::5]:6443"
+
+
+def test_init_carries_the_certificate_key_for_upload_certs() -> None:
+    key = k.new_certificate_key()
+    init = _docs(k.render_init(CLUSTER, k.Node("cp", "10.20.0.10"), k.new_token(), key))["InitConfiguration"]
+    assert init["certificateKey"] == key.value
+    plain = _docs(k.render_init(CLUSTER, k.Node("cp", "10.20.0.10"), k.new_token()))["InitConfiguration"]
+    assert "certificateKey" not in plain
+
+
+def test_a_further_control_plane_joins_with_its_own_advertise_address_and_the_key() -> None:
+    key = k.new_certificate_key()
+    secrets = k.JoinSecrets(k.new_token(), ("sha256:" + "ab" * 32,), key.value)
+    node = k.Node("control-2", "10.20.0.11")
+    join = _docs(k.render_join(k.with_vip(CLUSTER, "10.20.0.5"), node, secrets))["JoinConfiguration"]
+    assert join["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": "10.20.0.11", "bindPort": 6443},
+                                    "certificateKey": key.value}
+
+
+def test_upload_certs_config_has_the_key_and_the_cluster_but_no_token() -> None:
+    key = k.new_certificate_key()
+    text = k.render_upload_certs(k.with_vip(CLUSTER, "10.20.0.5"), k.Node("control-1", "10.20.0.10"), key)
+    docs = _docs(text)
+    assert list(docs) == ["InitConfiguration", "ClusterConfiguration"]
+    assert docs["InitConfiguration"]["certificateKey"] == key.value
+    assert "bootstrapTokens" not in docs["InitConfiguration"]
+    assert docs["ClusterConfiguration"]["controlPlaneEndpoint"] == "10.20.0.5:6443"
+
+
+def test_certificate_keys_are_fresh_secret_and_well_formed() -> None:
+    keys = [k.new_certificate_key() for _ in range(10)]
+    assert len({key.value for key in keys}) == 10
+    assert all(len(key.value) == 64 and int(key.value, 16) >= 0 for key in keys)
+    assert repr(keys[0]) == "CertificateKey(****)"
+    assert redact_text(f"key {keys[0].value}") == "key ***"
+    with pytest.raises(PlanError, match="64 lowercase hex digits"):
+        k.CertificateKey("AB" * 32)
+    with pytest.raises(PlanError, match="64 lowercase hex digits"):
+        k.JoinSecrets(k.new_token(), ("sha256:" + "ab" * 32,), "cd" * 16)

@@ -47,11 +47,12 @@ def test_cluster_ranges_must_be_networks_apart_from_each_other_and_the_lab(tmp_p
 
 
 def test_an_even_number_of_control_planes_is_refused(tmp_path: Path) -> None:
-    problem = only(tmp_path, LAB.replace("control: {count: 1}", "control: {count: 2}"))
+    vip = "  vip: 10.20.0.5\n"  # more than one control plane needs it (test_more_than_one_control_plane_needs_a_vip)
+    problem = only(tmp_path, LAB.replace("control: {count: 1}", "control: {count: 2}") + vip)
     assert problem.message.startswith("group control has 2 control-plane nodes; etcd needs a majority")
     assert problem.hint == "use 1 or 3 control-plane nodes"
     assert (problem.location.line, problem.location.path) == (9, "groups.control.count")
-    valid(tmp_path, LAB.replace("control: {count: 1}", "control: {count: 3}"))
+    valid(tmp_path, LAB.replace("control: {count: 1}", "control: {count: 3}") + vip)
 
 
 def test_the_control_plane_group_is_not_also_a_worker_group(tmp_path: Path) -> None:
@@ -67,3 +68,74 @@ def test_workers_need_a_cni(tmp_path: Path) -> None:
     assert (problem.location.line, problem.location.path) == (14, "kubernetes.workers")
     valid(tmp_path, LAB + "  workers: workers\n  cni: {bridge: {}}\n")
     valid(tmp_path, LAB)  # a single control plane without workers takes the workloads itself
+
+
+HA = LAB.replace("control: {count: 1}", "control: {count: 3}")  # control-1..3 get 10.20.0.10..12 (host .1)
+
+
+def test_more_than_one_control_plane_needs_a_vip(tmp_path: Path) -> None:
+    problem = only(tmp_path, HA)
+    assert problem.message.startswith("group control has 3 control-plane nodes, and kubernetes.vip is not set")
+    assert problem.hint.startswith("add kubernetes.vip: a free address of the lab network")
+    assert (problem.location.line, problem.location.path) == (13, "kubernetes.control_plane")
+    resolved = valid(tmp_path, HA + "  vip: 10.20.0.5\n")
+    assert resolved.lab.kubernetes is not None
+    assert resolved.lab.kubernetes.vip == "10.20.0.5"
+
+
+def test_a_vip_with_one_control_plane_is_allowed(tmp_path: Path) -> None:
+    valid(tmp_path, LAB + "  vip: 10.20.0.5\n")  # the endpoint stays when control planes are added
+
+
+def test_the_vip_must_be_a_host_address_of_the_control_planes_network(tmp_path: Path) -> None:
+    for vip in ("10.21.0.5", "10.20.0.0", "10.20.0.255"):
+        problem = only(tmp_path, HA + f"  vip: {vip}\n")
+        assert problem.message == (f"kubernetes.vip {vip} is not a host address of network labnet (10.20.0.0/24), "
+                                   "which the control planes share")
+        assert problem.hint == "pick a free address inside 10.20.0.0/24"
+        assert (problem.location.line, problem.location.path) == (14, "kubernetes.vip")
+
+
+def test_the_vip_is_no_nodes_address(tmp_path: Path) -> None:
+    problem = only(tmp_path, HA + "  vip: 10.20.0.13\n")  # workers-1 (names sort control-*, workers-*)
+    assert problem.message == "kubernetes.vip 10.20.0.13 is also the address of node workers-1"
+    assert problem.location.path == "kubernetes.vip"
+
+
+def test_the_vip_is_not_libvirts_gateway_nor_in_its_dhcp_range(tmp_path: Path) -> None:
+    gateway = only(tmp_path, HA + "  vip: 10.20.0.1\n")
+    assert gateway.message == "kubernetes.vip 10.20.0.1 is the gateway of network labnet: the libvirt host has it"
+    assert gateway.hint == "pick a free address between 10.20.0.2 and 10.20.0.127"
+    dhcp = only(tmp_path, HA + "  vip: 10.20.0.200\n")
+    assert dhcp.message.startswith("kubernetes.vip 10.20.0.200 lies in the DHCP range of network labnet "
+                                   "(10.20.0.128 and up)")
+    bare = HA.replace("cidr: 10.20.0.0/24}", "cidr: 10.20.0.0/24, dhcp: false}")
+    valid(tmp_path, bare + "  vip: 10.20.0.1\n")  # a bare bridge: the host has no address there
+    valid(tmp_path, bare + "  vip: 10.20.0.200\n")
+
+
+def test_the_control_planes_must_share_the_vips_network(tmp_path: Path) -> None:
+    text = HA.replace("  labnet: {mode: isolated, cidr: 10.20.0.0/24}\n",
+                      "  labnet: {mode: isolated, cidr: 10.20.0.0/24}\n  other: {mode: isolated, cidr: 10.22.0.0/24}\n")
+    text += "  vip: 10.20.0.5\n"
+    text += "nodes:\n  control-3: {networks: [mgmt, other]}\n"
+    problem = only(tmp_path, text)
+    assert problem.message == ("kubernetes.vip 10.20.0.5 needs the control planes on one lab network; they are on "
+                               "labnet, other")
+    assert problem.location.path == "kubernetes.vip"
+
+
+def test_a_vip_that_is_no_address_is_refused_by_the_schema(tmp_path: Path) -> None:
+    problem = only(tmp_path, HA + "  vip: 10.20.0.5/24\n")
+    assert "'10.20.0.5/24' is not an IP address" in problem.message
+    assert problem.location.path == "kubernetes.vip"
+
+
+def test_the_vip_is_not_an_existing_hosts_address(tmp_path: Path) -> None:
+    text = HA + "  vip: 10.20.0.7\n"
+    text = text.replace("defaults: {image: deb, networks: [mgmt, labnet]}\n",
+                        "providers:\n  local: {kind: libvirt}\n  hosts: {kind: existing}\n"
+                        "defaults: {image: deb, networks: [mgmt, labnet]}\n")
+    text += "nodes:\n  old: {provider: hosts, address: 10.20.0.7, networks: []}\n"
+    problems = [p for p in problems_of(tmp_path, text) if p.location.path == "kubernetes.vip"]
+    assert [p.message for p in problems] == ["kubernetes.vip 10.20.0.7 is also the address of node old"]
