@@ -11,9 +11,10 @@ LAB ?= labs/quickstart/lab.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon-system \
   qemu-system-x86 qemu-utils dnsmasq-base mmdebstrap e2fsprogs openssh-server openssh-client iproute2 nftables procps \
-  ca-certificates libseccomp-dev wabt containerd runc
+  ca-certificates libseccomp-dev wabt containerd runc keepalived curl openssl
 # the bundle: libseccomp-dev for a static runc, wabt's wat2wasm for the Wasm image; Debian's containerd and runc
 # let the tests import the bundle's images into a real containerd on the host
+# keepalived (with curl for its check and openssl s_server as the API servers) for the HA tests
 
 # the peers of bench/*.py: Debian's Vagrant with its libvirt plugin (and kcli's ISO writer),
 # ansible-core and kcli from PyPI into the venv

@@ -18,19 +18,16 @@ controlPlaneEndpoint, every join's discovery endpoint and the API server's certS
 
        ha.ensure_keepalived(cp, plan, first.node.name, log, hold_vip=not initialised)
 
-2. Init with a certificate key, which uploads the shared certificates::
-
-       key = kubeadm.new_certificate_key()
-       cp.run(ha.INIT_COMMAND, stdin=kubeadm.render_init(cluster, first.kubeadm, token, key), ...)
-       upload = ha.Upload.now(key)
-
-   A run that finds the cluster initialised starts with ``upload = None``.
-3. Each further control plane, on every run: keepalived first (it starts as BACKUP with a failed check,
-   so it takes the VIP only once its own API server answers and the holder's does not); then, if it has
-   not joined, a fresh upload when needed and the join with ``controlPlane``::
+2. ``kubeadm init`` as without a VIP (``INIT_COMMAND`` with a key in the init document is the one-shot
+   form; the stage does not need it, since every control-plane join uploads afresh).
+3. Each further control plane, in its own ``member`` step (:mod:`deploy.cluster.join`), on every run:
+   keepalived first (it starts as BACKUP with a failed check, so it takes the VIP only once its own API
+   server answers and the holder's does not); then, if it has not joined, one at a time (a lock: one
+   upload's key per join, and etcd grows by one member at a time), a fresh upload and the join with
+   ``controlPlane``::
 
        ha.ensure_keepalived(shell, plan, member.node.name, log)
-       upload = ha.upload_certs(cp, cluster, first.kubeadm, upload)
+       upload = ha.upload_certs(cp, cluster, first.kubeadm, None)
        join = dataclasses.replace(secrets, certificate_key=upload.key.value)
        shell.run("kubeadm join --config /dev/stdin", stdin=kubeadm.render_join(cluster, member.kubeadm, join), ...)
 

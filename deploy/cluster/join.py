@@ -8,17 +8,21 @@ knows its Node; a node with kubelet.conf that the cluster no longer knows (delet
 member step replaced) is reset with ``kubeadm reset -f`` and joins again. Each join makes its own
 bootstrap token on the first control plane (one hour, handed over on stdin, redacted), so members
 join in parallel and a join on a later day needs nothing from the run that initialised the cluster.
+Further control planes (a lab with ``kubernetes.vip``) run keepalived first, then join one at a time
+with the certificates a fresh upload encrypted with a fresh certificate key (:mod:`deploy.cluster.ha`).
 A removal drains through the Eviction API (PodDisruptionBudgets hold) with a deadline; ``deploy
 destroy`` skips it, since the whole cluster goes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
+import threading
 from pathlib import Path
 from typing import Any
 
-from deploy.cluster import kubeadm
+from deploy.cluster import ha, kubeadm
 from deploy.cluster.nodes import Member, NodeShell, cluster_of, handled_runtimes, members, shell_for
 from deploy.cluster.stage import ADMIN_CONF, HINT, ca_cert_hash, progress, tcg_of, write_patches
 from deploy.errors import StageError
@@ -27,6 +31,7 @@ from deploy.resources import Outputs, Resource
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 JOIN_TIMEOUT = 1800.0
 DRAIN_TIMEOUT = 600.0
+_CONTROL_PLANE_JOINS = threading.Lock()
 
 
 def run_member(resource: Resource, ctx: Any) -> Outputs:
@@ -41,6 +46,9 @@ def run_member(resource: Resource, ctx: Any) -> Outputs:
         return run_k3s_member(member, ctx)
     log = progress(ctx)
     shell = shell_for(member, ctx.outputs_of, ctx.known_hosts, log)
+    plan = ha.plan_of(ctx.resolved) if member.control_plane else None
+    if plan is not None:  # a BACKUP that takes the VIP only once its own API server answers
+        ha.ensure_keepalived(shell, plan, member.node.name, log)
     if shell.check(f"test -s {KUBELET_CONF}"):
         if _registered(ctx, member.node.name):
             return {"joined": False, "control_plane": member.control_plane}
@@ -48,7 +56,14 @@ def run_member(resource: Resource, ctx: Any) -> Outputs:
         shell.run("kubeadm reset -f", timeout=600, what=f"kubeadm reset on {member.node.name}", hint=HINT)
     first = nodes[0]
     cluster = cluster_of(ctx.resolved, tcg=tcg_of(ctx, first))
-    _join(shell, cluster, member, _secrets(shell_for(first, ctx.outputs_of, ctx.known_hosts, log), member), log)
+    cp = shell_for(first, ctx.outputs_of, ctx.known_hosts, log)
+    if plan is None:
+        _join(shell, cluster, member, _secrets(cp, member), log)
+    else:
+        with _CONTROL_PLANE_JOINS:  # one upload's key per join, and etcd grows one member at a time
+            upload = ha.upload_certs(cp, cluster, first.kubeadm, None)
+            secrets = dataclasses.replace(_secrets(cp, member), certificate_key=upload.key.value)
+            _join(shell, cluster, member, secrets, log)
     return {"joined": True, "control_plane": member.control_plane}
 
 
@@ -84,10 +99,9 @@ def _secrets(cp: NodeShell, member: Member) -> kubeadm.JoinSecrets:
 
 def _join(shell: NodeShell, cluster: kubeadm.Cluster, member: Member, secrets: kubeadm.JoinSecrets,
           log: Any) -> None:
-    if member.control_plane:
+    if member.control_plane and secrets.certificate_key is None:
         raise StageError("cluster", f"{member.node.name}: joining further control planes needs a VIP, "
-                         "which this lab does not define", host=member.node.name,
-                         hint="use one control plane (HA control planes are not built yet)")
+                         "which this lab does not define", host=member.node.name, hint="set kubernetes.vip")
     if cluster.tcg:
         write_patches(shell)
     log(f"cluster: kubeadm join of {member.node.name}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.cluster.kubeadm import Cluster, Node, Taint
+from deploy.cluster.kubeadm import Cluster, Node, Taint, with_vip
 from deploy.cluster.runtimeclasses import node_labels
 from deploy.errors import LabError, StageError
 from deploy.model.resolve import ResolvedLab
@@ -89,12 +89,13 @@ def cluster_of(resolved: ResolvedLab, *, tcg: bool) -> Cluster:
     assert k8s is not None
     first = members(resolved)[0]
     cilium = k8s.cni.cilium if k8s.cni else None
-    return Cluster(
+    cluster = Cluster(
         name=resolved.name, version=kubernetes_version(k8s.version),
         endpoint=f"{first.kubeadm.address}:{API_PORT}",
         pod_cidr=k8s.pod_cidr, service_cidr=k8s.service_cidr,
         cert_sans=("127.0.0.1", "localhost", first.node.name, first.kubeadm.address),
         kube_proxy=not (cilium and cilium.kube_proxy_replacement), tcg=tcg)
+    return with_vip(cluster, k8s.vip, API_PORT) if k8s.vip else cluster
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from deploy.cluster import kubeadm
+from deploy.cluster import ha, kubeadm
 from deploy.cluster.nodes import API_PORT, Member, NodeShell, cluster_of, handled_runtimes, members, shell_for
 from deploy.errors import StageError
 from deploy.resources import Outputs, Resource
@@ -43,6 +43,9 @@ def run_cluster(_resource: Resource, ctx: Any) -> Outputs:
     log = progress(ctx)
     cp = shell_for(first, ctx.outputs_of, ctx.known_hosts, log)
     initialised = cp.check(f"test -s {ADMIN_CONF}")
+    plan = ha.plan_of(ctx.resolved)
+    if plan is not None:  # keepalived answers for the VIP that kubeadm's controlPlaneEndpoint names
+        ha.ensure_keepalived(cp, plan, first.node.name, log, hold_vip=not initialised)
     if not initialised:
         labelled = members(ctx.resolved, handled_runtimes(ctx.resolved))[0]
         _init(cp, cluster, labelled, log)
