@@ -27,7 +27,7 @@ from deploy.resources import Outputs, Resource
 
 INSTALL_TIMEOUT = 2400.0  # a server's first start under TCG on a loaded 2-core host
 READY_WAIT = 900  # seconds a started unit has to write its kubeconfig
-ONLINE_SOURCES = ("auto", "upstream")  # bundle sources that may fetch the upstream install script
+ONLINE_SOURCES = ("auto", "upstream", "build")  # may fetch the upstream install script (nothing builds k3s)
 _HINT = "on the node: `journalctl -u {unit} -n 50` shows why k3s did not come up"
 
 

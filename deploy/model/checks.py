@@ -26,6 +26,7 @@ from deploy.model.checks_kubernetes import (
     check_cluster_cidrs,
     check_cni,
     check_control_planes,
+    check_k3s_source,
     check_kubernetes_version,
     check_vip,
 )
@@ -239,4 +240,4 @@ CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
                        check_host_ports, check_roles, check_kubernetes_apt, check_runtime_files, check_mirrors,
                        check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
-                       check_control_planes, check_cni, check_vip]
+                       check_control_planes, check_cni, check_vip, check_k3s_source]

@@ -6,6 +6,7 @@
     check_cni                  workers need a CNI to reach each other's pods
     check_vip                  more than one control plane needs kubernetes.vip: a free address of the lab
                                network the control planes share (keepalived moves it between them)
+    check_k3s_source           k3s comes only from its upstream install script (no bundle artifact carries it)
 """
 
 from __future__ import annotations
@@ -178,3 +179,14 @@ def _vip_clear_of_provider(loaded: LoadedLab, resolved: ResolvedLab, address: ip
                       f"kubernetes.vip {address} lies in the DHCP range of network {net.name} ({dhcp_first} "
                       "and up), where another machine may be given it",
                       f"pick a free address between {gateway + 1} and {dhcp_first - 1}")
+
+
+def check_k3s_source(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    k8s = resolved.lab.kubernetes
+    if k8s is None or k8s.distribution != "k3s" or resolved.lab.bundle.source != "offline":
+        return
+    yield problem(loaded, ("kubernetes", "distribution"),
+                  "k3s comes from its upstream install script, and bundle.source 'offline' never touches upstream: "
+                  "no bundle artifact carries k3s (its module is not on this machine's Go module proxy)",
+                  "set bundle: {source: auto} (nodes fetch get.k3s.io), or distribution: kubeadm for an offline "
+                  "cluster from the bundle")

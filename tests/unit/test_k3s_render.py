@@ -70,7 +70,8 @@ def test_cluster_takes_the_lab_fields_and_k3s_release_of_the_pinned_kubernetes()
 def test_three_servers_start_embedded_etcd_on_the_first_and_join_the_others(tmp_path: Path) -> None:
     lab = _lab("name: ha\nnetworks:\n  mgmt: {mode: user}\n  n: {mode: isolated, cidr: 10.34.0.0/24}\n"
                "groups:\n  cp: {count: 3, roles: [k8s-node, k8s-control-plane], ports: [6443], networks: [mgmt, n]}\n"
-               "kubernetes: {distribution: k3s, version: '1.36', control_plane: cp, vip: 10.34.0.5}\nbundle: {source: build}\n",
+               "kubernetes: {distribution: k3s, version: '1.36', control_plane: cp, vip: 10.34.0.5}\n"
+               "bundle: {source: build}\n",
                tmp_path)
     first, second = _rendered(lab, 0), _rendered(lab, 1)
     assert first["cluster-init"] is True

@@ -139,3 +139,12 @@ def test_the_vip_is_not_an_existing_hosts_address(tmp_path: Path) -> None:
     text += "nodes:\n  old: {provider: hosts, address: 10.20.0.7, networks: []}\n"
     problems = [p for p in problems_of(tmp_path, text) if p.location.path == "kubernetes.vip"]
     assert [p.message for p in problems] == ["kubernetes.vip 10.20.0.7 is also the address of node old"]
+
+
+def test_k3s_needs_an_online_lab(tmp_path: Path) -> None:
+    problem = only(tmp_path, LAB + "  distribution: k3s\nbundle: {source: offline}\n")
+    assert problem.location.path == "kubernetes.distribution"
+    assert problem.location.line == 14  # the distribution line, right after control_plane
+    assert "no bundle artifact carries k3s" in problem.message
+    assert "bundle: {source: auto}" in problem.hint
+    valid(tmp_path, LAB + "  distribution: k3s\nbundle: {source: upstream}\n")
