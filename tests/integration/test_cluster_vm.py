@@ -82,6 +82,10 @@ def _outcomes(cluster: Cluster) -> dict[str, str]:
 
 @pytest.fixture(scope="module")  # every cluster test is here; torn down before other modules' VMs boot:
 def cluster(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    reuse = os.environ.get("LABDEPLOY_CLUSTER_STATE")  # a lab of yours that is up: its state dir (kept at the end)
+    if reuse:
+        yield _existing(Path(reuse))
+        return
     folder = tmp_path_factory.mktemp("cluster")
     name = f"k8s{uuid.uuid4().hex[:5]}"
     lab = folder / "lab.yaml"
@@ -99,6 +103,15 @@ def cluster(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         done = made.deploy("destroy", timeout=900)
         assert done.returncode == 0, done.stdout + done.stderr
         assert tagged(name) == {"domains": [], "networks": [], "volumes": []}
+
+
+def _existing(state: Path) -> Cluster:
+    """LABDEPLOY_CLUSTER_STATE=DIR LABDEPLOY_CLUSTER_LAB=FILE [LABDEPLOY_CLUSTER_ARTIFACTS=DIR]: the tests run
+    against a copy of labs/k8s you brought up (`deploy up FILE --state-dir DIR`); nothing destroys it."""
+    lab = Path(os.environ["LABDEPLOY_CLUSTER_LAB"])
+    artifacts = Path(os.environ.get("LABDEPLOY_CLUSTER_ARTIFACTS", state.parent / "artifacts"))
+    name = json.loads((state / "state.json").read_text())["lab"]
+    return Cluster(name, lab, state, artifacts, 0.0, "")
 
 
 def test_deploy_up_ends_with_a_cluster_whose_every_check_passed(cluster: Cluster) -> None:
