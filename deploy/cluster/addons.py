@@ -16,6 +16,7 @@ from typing import Any
 
 from deploy.cluster import bridge
 from deploy.cluster.nodes import Member, members, shell_for
+from deploy.cluster.stage import cluster_api, progress
 from deploy.errors import StageError
 from deploy.resources import Outputs, Resource
 
@@ -32,27 +33,12 @@ def run_addon(resource: Resource, ctx: Any) -> Outputs:
                      hint="remove it from the lab (Helm add-ons come with the add-ons issue)")
 
 
-def _api(ctx: Any) -> Any:
-    from pathlib import Path
-
-    from deploy.cluster import kube
-
-    return kube.client_for(Path(ctx.outputs_of("cluster:kubernetes")["kubeconfig"]))
-
-
-def _log(ctx: Any) -> Callable[[str], None]:
-    def log(message: str) -> None:
-        ctx.emit({"event": "progress", "message": message})
-
-    return log
-
-
 def _bridge(ctx: Any) -> Outputs:
     from deploy.cluster import kube
 
-    log = _log(ctx)
+    log = progress(ctx)
     nodes = members(ctx.resolved)
-    api = _api(ctx)
+    api = cluster_api(ctx)
     names = [m.node.name for m in nodes]
     cidrs = kube.wait_pod_cidrs(api, names, NODES_TIMEOUT, stage="addons")
     table = {m.node.name: (m.kubeadm.address, cidrs[m.node.name]) for m in nodes}
@@ -83,7 +69,7 @@ def _runtime_classes(ctx: Any) -> Outputs:
     from deploy.cluster import kube, runtimeclasses
     from deploy.cluster.nodes import handled_runtimes
 
-    api = _api(ctx)
+    api = cluster_api(ctx)
     wanted = handled_runtimes(ctx.resolved)
     changed = kube.apply(api, runtimeclasses.manifests(wanted), stage="addons")
     existing = kube.list_names(api, runtimeclasses.API_VERSION, "RuntimeClass", runtimeclasses.MANAGED_SELECTOR,

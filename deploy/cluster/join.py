@@ -24,7 +24,7 @@ from typing import Any
 
 from deploy.cluster import ha, kubeadm
 from deploy.cluster.nodes import Member, NodeShell, cluster_of, handled_runtimes, members, shell_for
-from deploy.cluster.stage import ADMIN_CONF, HINT, ca_cert_hash, progress, tcg_of, write_patches
+from deploy.cluster.stage import ADMIN_CONF, HINT, ca_cert_hash, cluster_api, progress, tcg_of, write_patches
 from deploy.errors import StageError
 from deploy.resources import Outputs, Resource
 
@@ -74,18 +74,12 @@ def _registered(ctx: Any, name: str) -> bool:
     from deploy.cluster.kube_api import server_message
 
     try:
-        client.CoreV1Api(_api(ctx)).read_node(name)
+        client.CoreV1Api(cluster_api(ctx)).read_node(name)
     except ApiException as exc:
         if exc.status == 404:
             return False
         raise StageError("cluster", f"reading node {name}: {server_message(exc)}", host=name) from None
     return True
-
-
-def _api(ctx: Any) -> Any:
-    from deploy.cluster import kube
-
-    return kube.client_for(Path(ctx.outputs_of("cluster:kubernetes")["kubeconfig"]))
 
 
 def _secrets(cp: NodeShell, member: Member) -> kubeadm.JoinSecrets:

@@ -55,6 +55,13 @@ def run_cluster(_resource: Resource, ctx: Any) -> Outputs:
             "first": first.node.name, "initialised": not initialised, "tcg": tcg}
 
 
+def cluster_api(ctx: Any) -> Any:
+    """A ``kubernetes`` ApiClient for the lab's cluster, through the kubeconfig this stage wrote."""
+    from deploy.cluster import kube
+
+    return kube.client_for(Path(ctx.outputs_of("cluster:kubernetes")["kubeconfig"]))
+
+
 def progress(ctx: Any) -> Callable[[str], None]:
     """A progress line in the run's events (``deploy up`` shows steps; the log keeps the detail)."""
     def log(message: str) -> None:
