@@ -22,7 +22,7 @@ BENCH_DEBIAN_PACKAGES := vagrant vagrant-libvirt xorriso
 BENCH_PIP_PACKAGES := ansible-core kcli
 BENCHMARKS := bench/plan_scale.py bench/noop_redeploy.py bench/vm_scale.py bench/bundle.py bench/cluster_up.py
 
-.PHONY: run test e2e setup system python services go lint typecheck pytest destroy clean bench bench-peers
+.PHONY: run test e2e setup system python services go vcsim lint typecheck pytest destroy clean bench bench-peers
 
 run: setup
 	$(BIN)/deploy up $(LAB)
@@ -32,7 +32,17 @@ destroy: setup
 
 test: setup lint typecheck pytest
 
-setup: go system python services
+setup: go system python services vcsim
+
+# govmomi's vCenter simulator for the vSphere tests (our own main in go/vcsim/), built once into the cache
+# the bundle's Go builds share; tests/integration/vcsim_fixtures.py runs it
+LABDEPLOY_CACHE ?= $(HOME)/.cache/labdeploy
+VCSIM := $(LABDEPLOY_CACHE)/bin/vcsim
+$(VCSIM): go/vcsim/main.go go/vcsim/go.mod go/vcsim/go.sum | go
+	mkdir -p $(dir $@)
+	cd go/vcsim && GOMODCACHE=$(LABDEPLOY_CACHE)/go/mod GOCACHE=$(LABDEPLOY_CACHE)/go/build GOFLAGS=-mod=readonly \
+	  GOTOOLCHAIN=local go build -trimpath -o $@ .
+vcsim: $(VCSIM)
 
 # Debian packages (idempotent; the stamp changes when the package list does)
 $(STAMPS)/system-$(shell echo '$(DEBIAN_PACKAGES)' | md5sum | cut -c1-8):
@@ -45,7 +55,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 $(STAMPS)/python: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,vsphere]'
 	mkdir -p $(STAMPS) && touch $@
 python: $(STAMPS)/python
 
