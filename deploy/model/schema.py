@@ -102,7 +102,13 @@ class VsphereProviderSpec(Strict):
     datacenter: str
     cluster: str | None = None
     datastore: str
-    insecure: bool = Field(False, description="skip TLS verification (never the default)")
+    folder: str | None = Field(None, description="VM folder for the lab's folder (default: the datacenter's vm folder)")
+    resource_pool: str | None = Field(None, description="resource pool in the cluster (default: its root pool)")
+    ca_bundle: str | None = Field(None, description="PEM file of the CA that signed vCenter's certificate")
+    thumbprint: str | None = Field(None, description="SHA-256 fingerprint of vCenter's certificate (pinning)")
+    verify_tls: bool = Field(True, description="false skips TLS verification, with a warning (never the default)")
+    clone: Literal["linked", "full"] = Field("linked", description="linked clone from the template's snapshot")
+    max_tasks: int = Field(8, gt=0, description="vCenter tasks in flight at once")
 
 
 class VagrantProviderSpec(Strict):

@@ -86,11 +86,10 @@ func parseDelays(spec string) (map[string]time.Duration, error) {
 	return out, nil
 }
 
+func readCloser(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }
+
 // delayed holds a SOAP request for the delay of its method before the simulator handles it.
 func delayed(next http.Handler, delay map[string]time.Duration) http.Handler {
-	if len(delay) == 0 {
-		return next
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.Body != nil {
 			body, err := io.ReadAll(r.Body)
@@ -99,8 +98,13 @@ func delayed(next http.Handler, delay map[string]time.Duration) http.Handler {
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			if d, ok := delay[soapMethod(body)]; ok {
+			method := soapMethod(body)
+			if d, ok := delay[method]; ok {
 				time.Sleep(d)
+			}
+			if method == "Fetch" {
+				fetched(w, r, body, next)
+				return
 			}
 		}
 		next.ServeHTTP(w, r)

@@ -7,7 +7,8 @@ session generates, on a free loopback port it picks itself and prints (``VCSIM_U
 
 Fixtures:
     vcsim_ca       session-scoped CA and server certificate (``ca_file``, ``cert_file``, ``key_file``)
-    vcsim          session-scoped running simulator (one datacenter, no VMs beyond the template tests add)
+    vcsim          session-scoped running simulator (VPX model: DC0, cluster DC0_C0, datastore LocalDS_0,
+                   port group "VM Network", one VM per host and pool, e.g. DC0_C0_RP0_VM0)
     vcsim_factory  function-scoped: ``vcsim_factory(method_delay={"CloneVM_Task": 0.2})`` starts a fresh one
 """
 
@@ -119,10 +120,11 @@ def _read_url(process: subprocess.Popen[bytes]) -> str:
     raise RuntimeError(f"vcsim did not print VCSIM_URL= within {START_TIMEOUT}s (exit {process.poll()})")
 
 
-def start_vcsim(ca: VcsimCA, method_delay: dict[str, float] | None = None, datacenters: int = 1) -> Vcsim:
+def start_vcsim(ca: VcsimCA, method_delay: dict[str, float] | None = None, datacenters: int = 1,
+                vms: int = 1) -> Vcsim:
     delays = ",".join(f"{name}={int(seconds * 1000)}ms" for name, seconds in (method_delay or {}).items())
     command = [str(vcsim_binary()), "-tlscert", str(ca.cert_file), "-tlskey", str(ca.key_file),
-               "-dc", str(datacenters), "-method-delay", delays]
+               "-dc", str(datacenters), "-vm", str(vms), "-method-delay", delays]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     url = _read_url(process)
     parts = urlsplit(url)

@@ -1,0 +1,202 @@
+"""The ``vsphere`` provider: lab machines as VMs on a vCenter, through pyvmomi (``labdeploy[vsphere]``).
+
+Its spec is :class:`deploy.model.schema.VsphereProviderSpec`. One session per run (opened on first
+use, logged out by :meth:`close`); every VM lives in a folder named after the lab and carries the
+lab's tags in ``extraConfig`` (``labdeploy.*``), so destroy and reap find it without local state.
+Machines are clones of ``image: {template: NAME}`` (linked from the template's current snapshot
+unless ``clone: full``). Lab networks are existing port groups, by name. vCenter tasks go through
+a :class:`TaskCap` and are awaited through the PropertyCollector.
+
+A vSphere machine has no SSH endpoint of its own here (no guest-IP wait yet): a lab whose vSphere
+machines need SSH stops at ``reachable``; one without ``verify``/configure stops after ``machine:``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pyVmomi import vim as _vim
+
+from deploy.errors import ProviderError
+from deploy.model.resolved import ResolvedImage, ResolvedNetwork, ResolvedNode
+from deploy.model.schema import VsphereProviderSpec
+from deploy.providers import vsphere_inventory as inv
+from deploy.providers.base import Capabilities, MachineInfo, Provider, ProviderContext, TaggedResource, Tags
+from deploy.providers.vsphere_clone import clone_spec, config_spec, tags_spec
+from deploy.providers.vsphere_session import connect, disconnect
+from deploy.providers.vsphere_tasks import TaskCap, wait_task
+
+vim: Any = _vim  # pyvmomi's stubs leave the data objects untyped
+
+_POWER = {"poweredOn": "running", "poweredOff": "stopped", "suspended": "stopped"}
+_BAD_NAME_CHARS = set("%/\\")
+
+
+class VsphereProvider(Provider[VsphereProviderSpec]):
+    kind = "vsphere"
+    spec_model = VsphereProviderSpec
+    capabilities: ClassVar[Capabilities] = Capabilities(network_modes=frozenset({"bridge"}),
+                                                        image_sources=frozenset({"template"}))
+
+    def __init__(self, name: str, spec: VsphereProviderSpec, ctx: ProviderContext) -> None:
+        super().__init__(name, spec, ctx)
+        self._si: Any = None
+        self._templates: dict[str, str] = {}
+        self.tasks = TaskCap(spec.max_tasks)
+
+    # -- session and placement -------------------------------------------------------------
+    @property
+    def si(self) -> Any:
+        if self._si is None:
+            self._si = connect(self.spec, self.ctx.secret(self.spec.password))
+        return self._si
+
+    def close(self) -> None:
+        if self._si is not None:
+            disconnect(self._si)
+            self._si = None
+
+    def _datacenter(self) -> Any:
+        return inv.datacenter(self.si, self.spec.datacenter)
+
+    def _cluster(self, dc: Any) -> Any:
+        clusters = inv.by_name(self.si, dc.hostFolder, vim.ComputeResource)
+        if self.spec.cluster is None:
+            return next(iter(clusters.values()))
+        return inv.pick("cluster", self.spec.cluster, clusters, f"datacenter {dc.name}")
+
+    def _pool(self, cluster: Any) -> Any:
+        if self.spec.resource_pool is None:
+            return cluster.resourcePool
+        root = cluster.resourcePool
+        pools = {root.name: root} | inv.by_name(self.si, root, vim.ResourcePool)
+        return inv.pick("resource pool", self.spec.resource_pool, pools, f"cluster {cluster.name}")
+
+    def _datastore(self, dc: Any) -> Any:
+        stores = {ds.name: ds for ds in dc.datastore}
+        return inv.pick("datastore", self.spec.datastore, stores, f"datacenter {dc.name}")
+
+    def _parent_folder(self, dc: Any) -> Any:
+        if self.spec.folder is None:
+            return dc.vmFolder
+        folders = inv.by_name(self.si, dc.vmFolder, vim.Folder)
+        return inv.pick("folder", self.spec.folder, folders, f"datacenter {dc.name}")
+
+    def _network(self, dc: Any, name: str) -> Any:
+        return inv.pick("port group", name, {n.name: n for n in dc.network}, f"datacenter {dc.name}")
+
+    def _template(self, dc: Any, name: str) -> Any:
+        vms = inv.by_name(self.si, dc.vmFolder, vim.VirtualMachine)
+        return inv.pick("template", name, vms, f"datacenter {dc.name}")
+
+    def check(self) -> None:
+        dc = self._datacenter()
+        self._pool(self._cluster(dc))
+        self._datastore(dc)
+        self._parent_folder(dc)
+
+    # -- networks and images: port groups and templates must exist ---------------------------
+    def create_network(self, net: ResolvedNetwork, tags: Tags) -> dict[str, Any]:  # noqa: ARG002
+        self._network(self._datacenter(), net.name)
+        return {"portgroup": net.name}
+
+    def delete_network(self, name: str) -> None:
+        """Port groups belong to the vCenter, not to the lab: nothing to delete."""
+
+    def prepare_image(self, image: ResolvedImage) -> dict[str, Any]:
+        if image.source != "template" or not image.template:
+            raise ProviderError(f"provider {self.name} (vsphere) boots templates only, not image {image.name} "
+                                f"({image.source})", hint="use image: {template: NAME}")
+        self._template(self._datacenter(), image.template)
+        self._templates[image.name] = image.template
+        return {"image": image.name, "template": image.template}
+
+    # -- machines ------------------------------------------------------------------------------
+    def vm_name(self, machine: str) -> str:
+        name = f"{self.ctx.lab}-{machine}"
+        if len(name) > 80 or _BAD_NAME_CHARS & set(name):
+            raise ProviderError(f"VM name {name!r} is not one vCenter accepts (at most 80 characters, "
+                                "no % / \\)")
+        return name
+
+    def _lab_folder(self, dc: Any, create: bool) -> Any:
+        parent = self._parent_folder(dc)
+        for child in parent.childEntity:
+            if isinstance(child, vim.Folder) and child.name == self.ctx.lab:
+                return child
+        if not create:
+            return None
+        try:
+            return parent.CreateFolder(self.ctx.lab)
+        except vim.fault.DuplicateName:
+            return self._lab_folder(dc, create=False)
+
+    def create_machine(self, node: ResolvedNode, tags: Tags) -> MachineInfo:
+        found = self._find(node.name)
+        if found is not None:
+            return self._info(node.name, found)
+        name = self.vm_name(node.name)
+        dc = self._datacenter()
+        template = self._template(dc, self._templates.get(node.image, node.image))
+        networks = [self._network(dc, nic.network) for nic in node.nics]
+        spec = clone_spec(template, mode=self.spec.clone, datastore=self._datastore(dc),
+                          pool=self._pool(self._cluster(dc)), config=tags_spec(node, tags))
+        config = config_spec(node, name, tags, networks, self.ctx.ssh_public_key)
+        folder = self._lab_folder(dc, create=True)
+        vm = self._task(lambda: template.CloneVM_Task(folder=folder, name=name, spec=spec), f"clone of {name}")
+        self._task(lambda: vm.ReconfigVM_Task(spec=config), f"reconfigure of {name}")
+        self._task(vm.PowerOnVM_Task, f"power-on of {name}")
+        return self._info(node.name, vm)
+
+    def _task(self, start: Any, what: str) -> Any:
+        with self.tasks.slot():
+            return wait_task(self.si, start(), what=what)
+
+    def _find(self, machine: str) -> Any:
+        for vm, extra in inv.tagged_vms(self.si):
+            if extra.get(inv.TAG_PREFIX + "lab") == self.ctx.lab and extra.get(inv.NAME_KEY) == machine:
+                return vm
+        return None
+
+    def _info(self, machine: str, vm: Any) -> MachineInfo:
+        state = _POWER.get(str(vm.runtime.powerState), "unknown")
+        return MachineInfo(name=machine, state=state, extra={"vm": vm.name, "moid": vm._moId})
+
+    def status(self, name: str) -> MachineInfo:
+        vm = self._find(name)
+        return MachineInfo(name=name, state="absent") if vm is None else self._info(name, vm)
+
+    def delete_machine(self, name: str) -> None:
+        vm = self._find(name)
+        if vm is not None:
+            self._destroy(vm)
+        self._remove_empty_folder()
+
+    def _destroy(self, vm: Any) -> None:
+        if str(vm.runtime.powerState) == "poweredOn":
+            self._task(vm.PowerOffVM_Task, f"power-off of {vm.name}")
+        self._task(vm.Destroy_Task, f"destroy of {vm.name}")
+
+    def _remove_empty_folder(self) -> None:
+        folder = self._lab_folder(self._datacenter(), create=False)
+        if folder is not None and not folder.childEntity:
+            self._task(folder.Destroy_Task, f"removal of folder {self.ctx.lab}")
+
+    # -- tags ----------------------------------------------------------------------------------
+    def find_resources(self, lab: str | None = None) -> list[TaggedResource]:
+        out = []
+        for _vm, extra in inv.tagged_vms(self.si):
+            tags = inv.tags_from(extra)
+            if tags is not None and (lab is None or tags.lab == lab):
+                out.append(TaggedResource(kind="machine", name=extra.get(inv.NAME_KEY, ""), tags=tags,
+                                          provider=self.name))
+        return out
+
+    def reap_candidates(self) -> list[TaggedResource]:
+        return [TaggedResource(kind="machine", name=vm.name, tags=tags, provider=self.name)
+                for vm, extra in inv.tagged_vms(self.si) if (tags := inv.tags_from(extra)) is not None]
+
+    def reap_remove(self, resource: TaggedResource) -> None:
+        for vm, _extra in inv.tagged_vms(self.si):
+            if vm.name == resource.name:
+                self._destroy(vm)

@@ -1,0 +1,160 @@
+"""The vsphere provider against govmomi's simulator over TLS (tests/integration/vcsim_fixtures.py).
+
+What vcsim does not model: it runs no guest OS (no SSH, no guest IP), and a linked clone copies
+the disks; the tests check what the provider sent (the clone's config read back from the VM).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+from deploy.errors import ProviderError
+from deploy.model.resolved import Nic, ResolvedImage, ResolvedNode
+from deploy.model.schema import VsphereProviderSpec
+from deploy.providers.base import ProviderContext, Tags
+from deploy.providers.vsphere import VsphereProvider
+from deploy.providers.vsphere_tasks import wait_task
+from tests.integration.vcsim_fixtures import Vcsim
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TEMPLATE = "DC0_C0_RP0_VM0"
+PASSWORD = "not-a-real-password-7f3a"
+
+
+def _spec(sim: Vcsim, **over: Any) -> VsphereProviderSpec:
+    data = {"kind": "vsphere", "host": sim.host, "port": sim.port, "user": "administrator@vsphere.local",
+            "password": {"env": "VCSIM_TEST_PASSWORD"}, "datacenter": "DC0", "cluster": "DC0_C0",
+            "datastore": "LocalDS_0", "ca_bundle": str(sim.ca_file)}
+    return VsphereProviderSpec.model_validate(data | over)
+
+
+def _provider(sim: Vcsim, tmp_path: Path, lab: str = "vslab", **over: Any) -> VsphereProvider:
+    ctx = ProviderContext(lab=lab, state_dir=tmp_path, secret=lambda _ref: PASSWORD,
+                          ssh_public_key="ssh-ed25519 AAAAC3Nza test@labdeploy")
+    return VsphereProvider("dc1", _spec(sim, **over), ctx)
+
+
+def _node(name: str = "vm1", *, nested: bool = True, network: str = "VM Network") -> ResolvedNode:
+    return ResolvedNode(name=name, group=None, index=0, provider="dc1", image="tmpl", cpus=2, memory_mib=1024,
+                        disk_gib=10, nics=(Nic(network=network, mode="bridge"),), nested_virtualization=nested)
+
+
+def _tags(lab: str = "vslab", expires: datetime | None = None) -> Tags:
+    return Tags(lab=lab, run_id="run-1", created=datetime.now(UTC), expires=expires)
+
+
+def inventory(si: Any) -> list[str]:
+    """Every VM and folder in the simulator, as sorted 'Type:name' strings."""
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine, vim.Folder], True)
+    try:
+        return sorted(f"{type(o).__name__}:{o.name}" for o in view.view)
+    finally:
+        view.DestroyView()
+
+
+@pytest.fixture(scope="module")
+def admin(vcsim: Vcsim) -> Iterator[Any]:
+    """A plain pyvmomi session for reading the simulator back; the template gets a snapshot."""
+    si = SmartConnect(host=vcsim.host, port=vcsim.port, user="user", pwd="pass",
+                      sslContext=ssl.create_default_context(cafile=str(vcsim.ca_file)))
+    template = si.content.searchIndex.FindByInventoryPath(f"DC0/vm/{TEMPLATE}")
+    if template.snapshot is None or template.snapshot.currentSnapshot is None:  # vcsim: an empty SnapshotInfo
+        wait_task(si, template.CreateSnapshot_Task(name="base", memory=False, quiesce=False), what="snapshot")
+    yield si
+    Disconnect(si)
+
+
+@pytest.fixture
+def provider(vcsim: Vcsim, tmp_path: Path, admin: Any) -> Iterator[VsphereProvider]:  # noqa: ARG001 (snapshot)
+    p = _provider(vcsim, tmp_path)
+    p.prepare_image(ResolvedImage(name="tmpl", source="template", template=TEMPLATE))
+    yield p
+    p.close()
+
+
+def test_check_passes_with_the_ca_bundle(provider: VsphereProvider) -> None:
+    provider.check()
+
+
+def test_untrusted_certificate_is_refused_with_a_clear_error(vcsim: Vcsim, tmp_path: Path) -> None:
+    with pytest.raises(ProviderError, match="TLS certificate is not trusted") as err:
+        _provider(vcsim, tmp_path, ca_bundle=None).check()
+    assert "ca_bundle" in err.value.hint
+
+
+def test_thumbprint_pin_mismatch_is_refused(vcsim: Vcsim, tmp_path: Path) -> None:
+    with pytest.raises(ProviderError, match="is not the pinned thumbprint"):
+        _provider(vcsim, tmp_path, ca_bundle=None, thumbprint="AA:" * 31 + "AA").check()
+
+
+@pytest.mark.parametrize("case", [
+    ("datacenter", "DC9", "DC0"), ("cluster", "DC0_C9", "DC0_C0"), ("datastore", "LocalDS_9", "LocalDS_0"),
+    ("folder", "nofolder", "none"), ("resource_pool", "RP9", "Resources"),
+])
+def test_unknown_names_list_what_exists(vcsim: Vcsim, tmp_path: Path, admin: Any, case: tuple[str, str, str]) -> None:
+    field, value, listed = case
+    before = inventory(admin)
+    with pytest.raises(ProviderError, match=f"unknown .*{value!r}.*there are: .*{listed}"):
+        _provider(vcsim, tmp_path, **{field: value}).check()
+    assert inventory(admin) == before
+
+
+def test_unknown_template_and_port_group_create_nothing(provider: VsphereProvider, admin: Any) -> None:
+    before = inventory(admin)
+    with pytest.raises(ProviderError, match=f"unknown template 'DC0_C0_RP0_VMX'.*there are: {TEMPLATE}"):
+        provider.prepare_image(ResolvedImage(name="bad", source="template", template="DC0_C0_RP0_VMX"))
+    with pytest.raises(ProviderError, match=r"unknown port group 'VM Netwrk'.*there are: VM Network"):
+        provider.create_machine(_node(network="VM Netwrk"), _tags())
+    assert inventory(admin) == before
+
+
+def test_clone_reads_back_with_size_nested_hv_guestinfo_and_tags(provider: VsphereProvider, admin: Any) -> None:
+    before = inventory(admin)
+    info = provider.create_machine(_node(), _tags())
+    assert info.state == "running"
+    vm = admin.content.searchIndex.FindByInventoryPath("DC0/vm/vslab/vslab-vm1")
+    assert vm is not None, inventory(admin)
+    assert (vm.config.hardware.numCPU, vm.config.hardware.memoryMB) == (2, 1024)
+    assert vm.config.nestedHVEnabled is True
+    extra = {o.key: o.value for o in vm.config.extraConfig}
+    assert extra["labdeploy.lab"] == "vslab"
+    assert extra["labdeploy.run_id"] == "run-1"
+    assert json.loads(base64.b64decode(extra["guestinfo.metadata"]))["local-hostname"] == "vm1"
+    assert "ssh-ed25519" in base64.b64decode(extra["guestinfo.userdata"]).decode()
+    assert str(vm.runtime.powerState) == "poweredOn"
+    assert provider.status("vm1").state == "running"
+    assert [r.name for r in provider.find_resources("vslab")] == ["vm1"]
+    assert provider.create_machine(_node(), _tags()).extra["moid"] == info.extra["moid"]  # idempotent
+
+    provider.delete_machine("vm1")
+    assert provider.status("vm1").state == "absent"
+    assert inventory(admin) == before
+
+
+def test_reap_finds_expired_tagged_vms_of_any_lab(provider: VsphereProvider, admin: Any) -> None:
+    before = inventory(admin)
+    provider.create_machine(_node("old"), _tags(expires=datetime.now(UTC) - timedelta(hours=1)))
+    found = [r for r in provider.reap_candidates() if r.name == "vslab-old"]
+    assert found
+    assert found[0].tags.expires is not None
+    assert found[0].tags.expires < datetime.now(UTC)
+    provider.reap_remove(found[0])
+    provider.delete_machine("old")  # the now-empty lab folder goes too
+    assert inventory(admin) == before
+
+
+def test_password_appears_in_no_error(vcsim: Vcsim, tmp_path: Path) -> None:
+    with pytest.raises(ProviderError) as err:
+        _provider(vcsim, tmp_path, datacenter="nope").check()
+    assert PASSWORD not in str(err.value) + err.value.hint
