@@ -13,6 +13,7 @@ machines need SSH stops at ``reachable``; one without ``verify``/configure stops
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from pyVmomi import vim as _vim
@@ -43,6 +44,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         self._si: Any = None
         self._templates: dict[str, str] = {}
         self.tasks = TaskCap(spec.max_tasks)
+        self._folder_lock = threading.RLock()  # parallel creates and deletes share one lab folder
 
     # -- session and placement -------------------------------------------------------------
     @property
@@ -120,16 +122,13 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         return name
 
     def _lab_folder(self, dc: Any, create: bool) -> Any:
+        """The lab's folder (one SearchIndex call: no listing that a parallel delete can race)."""
         parent = self._parent_folder(dc)
-        for child in parent.childEntity:
-            if isinstance(child, vim.Folder) and child.name == self.ctx.lab:
-                return child
-        if not create:
-            return None
-        try:
+        with self._folder_lock:
+            found = self.si.content.searchIndex.FindChild(parent, self.ctx.lab)
+            if found is not None or not create:
+                return found
             return parent.CreateFolder(self.ctx.lab)
-        except vim.fault.DuplicateName:
-            return self._lab_folder(dc, create=False)
 
     def create_machine(self, node: ResolvedNode, tags: Tags) -> MachineInfo:
         found = self._find(node.name)
@@ -178,9 +177,10 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         self._task(vm.Destroy_Task, f"destroy of {vm.name}")
 
     def _remove_empty_folder(self) -> None:
-        folder = self._lab_folder(self._datacenter(), create=False)
-        if folder is not None and not folder.childEntity:
-            self._task(folder.Destroy_Task, f"removal of folder {self.ctx.lab}")
+        with self._folder_lock:
+            folder = self._lab_folder(self._datacenter(), create=False)
+            if folder is not None and not folder.childEntity:
+                self._task(folder.Destroy_Task, f"removal of folder {self.ctx.lab}")
 
     # -- tags ----------------------------------------------------------------------------------
     def find_resources(self, lab: str | None = None) -> list[TaggedResource]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -158,3 +160,26 @@ def test_password_appears_in_no_error(vcsim: Vcsim, tmp_path: Path) -> None:
     with pytest.raises(ProviderError) as err:
         _provider(vcsim, tmp_path, datacenter="nope").check()
     assert PASSWORD not in str(err.value) + err.value.hint
+
+
+def test_the_task_cap_bounds_clones_in_flight(vcsim_factory: Callable[..., Vcsim], tmp_path: Path) -> None:
+    """Six clones in parallel threads under max_tasks: 2 against a 0.3 s CloneVM_Task: at most two at once."""
+    sim = vcsim_factory(method_delay={"CloneVM_Task": 0.3})
+    admin_si = SmartConnect(host=sim.host, port=sim.port, user="user", pwd="pass",
+                            sslContext=ssl.create_default_context(cafile=str(sim.ca_file)))
+    before = inventory(admin_si)
+    p = _provider(sim, tmp_path, clone="full", max_tasks=2)
+    p.prepare_image(ResolvedImage(name="tmpl", source="template", template=TEMPLATE))
+    p.check()  # the session is open before the threads share it
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        infos = list(pool.map(lambda i: p.create_machine(_node(f"m{i}"), _tags()), range(6)))
+    elapsed = time.monotonic() - started
+    assert all(info.state == "running" for info in infos)
+    assert p.tasks.peak == 2
+    assert elapsed >= 3 * 0.3  # six 0.3 s clones, two at a time
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(p.delete_machine, [f"m{i}" for i in range(6)]))
+    assert inventory(admin_si) == before
+    p.close()
+    Disconnect(admin_si)
