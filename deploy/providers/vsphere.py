@@ -4,7 +4,8 @@ Its spec is :class:`deploy.model.schema.VsphereProviderSpec`. One session per ru
 use, logged out by :meth:`close`); every VM lives in a folder named after the lab and carries the
 lab's tags in ``extraConfig`` (``labdeploy.*``), so destroy and reap find it without local state.
 Machines are clones of ``image: {template: NAME}`` (linked from the template's current snapshot
-unless ``clone: full``). Lab networks are existing port groups, by name. vCenter tasks go through
+unless ``clone: full``). Lab networks (mode bridge) are existing port groups, named by their ``bridge:`` (lab
+network names are lower-case, port groups often are not: ``VM Network``). vCenter tasks go through
 a :class:`TaskCap` and are awaited through the PropertyCollector.
 
 A vSphere machine has no SSH endpoint of its own here (no guest-IP wait yet): a lab whose vSphere
@@ -43,6 +44,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         super().__init__(name, spec, ctx)
         self._si: Any = None
         self._templates: dict[str, str] = {}
+        self._portgroups: dict[str, str] = {}  # lab network -> port group
         self.tasks = TaskCap(spec.max_tasks)
         self._folder_lock = threading.RLock()  # parallel creates and deletes share one lab folder
 
@@ -99,8 +101,11 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
 
     # -- networks and images: port groups and templates must exist ---------------------------
     def create_network(self, net: ResolvedNetwork, tags: Tags) -> dict[str, Any]:  # noqa: ARG002
-        self._network(self._datacenter(), net.name)
-        return {"portgroup": net.name}
+        """A lab network of mode bridge is the port group its ``bridge:`` names (default: its own name)."""
+        portgroup = net.bridge or net.name
+        self._network(self._datacenter(), portgroup)
+        self._portgroups[net.name] = portgroup
+        return {"portgroup": portgroup}
 
     def delete_network(self, name: str) -> None:
         """Port groups belong to the vCenter, not to the lab: nothing to delete."""
@@ -137,7 +142,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         name = self.vm_name(node.name)
         dc = self._datacenter()
         template = self._template(dc, self._templates.get(node.image, node.image))
-        networks = [self._network(dc, nic.network) for nic in node.nics]
+        networks = [self._network(dc, self._portgroups.get(nic.network, nic.network)) for nic in node.nics]
         spec = clone_spec(template, mode=self.spec.clone, datastore=self._datastore(dc),
                           pool=self._pool(self._cluster(dc)), config=tags_spec(node, tags))
         config = config_spec(node, name, tags, networks, self.ctx.ssh_public_key)

@@ -21,7 +21,7 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from deploy.errors import ProviderError
-from deploy.model.resolved import Nic, ResolvedImage, ResolvedNode
+from deploy.model.resolved import Nic, ResolvedImage, ResolvedNetwork, ResolvedNode
 from deploy.model.schema import VsphereProviderSpec
 from deploy.providers.base import ProviderContext, Tags
 from deploy.providers.vsphere import VsphereProvider
@@ -123,7 +123,9 @@ def test_unknown_template_and_port_group_create_nothing(provider: VsphereProvide
 
 def test_clone_reads_back_with_size_nested_hv_guestinfo_and_tags(provider: VsphereProvider, admin: Any) -> None:
     before = inventory(admin)
-    info = provider.create_machine(_node(), _tags())
+    net = ResolvedNetwork(name="vmnet", provider="dc1", mode="bridge", bridge="VM Network")
+    assert provider.create_network(net, _tags()) == {"portgroup": "VM Network"}
+    info = provider.create_machine(_node(network="vmnet"), _tags())
     assert info.state == "running"
     vm = admin.content.searchIndex.FindByInventoryPath("DC0/vm/vslab/vslab-vm1")
     assert vm is not None, inventory(admin)
@@ -135,6 +137,8 @@ def test_clone_reads_back_with_size_nested_hv_guestinfo_and_tags(provider: Vsphe
     assert json.loads(base64.b64decode(extra["guestinfo.metadata"]))["local-hostname"] == "vm1"
     assert "ssh-ed25519" in base64.b64decode(extra["guestinfo.userdata"]).decode()
     assert str(vm.runtime.powerState) == "poweredOn"
+    nics = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    assert "VM Network" in [getattr(n.backing, "deviceName", None) for n in nics]  # the template has a DVS NIC
     assert provider.status("vm1").state == "running"
     assert [r.name for r in provider.find_resources("vslab")] == ["vm1"]
     assert provider.create_machine(_node(), _tags()).extra["moid"] == info.extra["moid"]  # idempotent
