@@ -1,0 +1,92 @@
+"""``deploy up/status/destroy/reap`` of a small vSphere lab against the TLS vcsim, through the CLI.
+
+vcsim runs no guest OS, so a vSphere machine has no SSH endpoint; today the machine step itself
+refuses a machine without one (after the VM exists, tagged), so ``deploy up`` exits 6 naming SSH.
+A gate that lets an SSH-less machine stop at ``machine:`` is not written yet (strict xfail below).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyVim.connect import Disconnect, SmartConnect
+
+from deploy.providers.vsphere_tasks import wait_task
+from tests.integration.test_vsphere_provider import TEMPLATE, inventory
+from tests.integration.vcsim_fixtures import Vcsim
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+LAB = """\
+name: vslab-cli
+providers:
+  dc1: {{kind: vsphere, host: 127.0.0.1, port: {port}, user: administrator@vsphere.local,
+        password: {{env: VSPHERE_PASSWORD}}, datacenter: DC0, cluster: DC0_C0, datastore: LocalDS_0,
+        ca_bundle: "{ca}"}}
+images:
+  tmpl: {{template: {template}}}
+networks:
+  vmnet: {{provider: dc1, mode: bridge, bridge: "VM Network"}}
+nodes:
+  vm1: {{provider: dc1, image: tmpl, networks: [vmnet]}}
+"""
+
+
+@pytest.fixture
+def sim(vcsim_factory: Any) -> Iterator[tuple[Vcsim, Any]]:
+    sim = vcsim_factory()
+    si = SmartConnect(host=sim.host, port=sim.port, user="user", pwd="pass",
+                      sslContext=ssl.create_default_context(cafile=str(sim.ca_file)))
+    template = si.content.searchIndex.FindByInventoryPath(f"DC0/vm/{TEMPLATE}")
+    wait_task(si, template.CreateSnapshot_Task(name="base", memory=False, quiesce=False), what="snapshot")
+    yield sim, si
+    Disconnect(si)
+
+
+def _deploy(lab: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, VSPHERE_PASSWORD="vcsim-password-123")
+    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], env=env, cwd=lab.parent,
+                          capture_output=True, text=True, timeout=240, check=False)
+
+
+def _lab(tmp_path: Path, sim: Vcsim) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB.format(port=sim.port, ca=sim.ca_file, template=TEMPLATE))
+    return path
+
+
+def test_up_status_destroy_leave_an_empty_inventory(sim: tuple[Vcsim, Any], tmp_path: Path) -> None:
+    server, si = sim
+    before = inventory(si)
+    lab = _lab(tmp_path, server)
+    assert _deploy(lab, "validate", str(lab)).returncode == 0
+    up = _deploy(lab, "up", str(lab))
+    assert "ok machine:vm1" in up.stdout or "no SSH endpoint" in up.stderr, up.stdout + up.stderr
+    assert "vcsim-password-123" not in up.stdout + up.stderr
+    assert "vim.Folder:vslab-cli" in inventory(si)
+    assert "vim.VirtualMachine:vslab-cli-vm1" in inventory(si)
+    status = _deploy(lab, "status", str(lab))
+    assert status.returncode == 0, status.stderr
+    assert "running" in status.stdout
+    destroyed = _deploy(lab, "destroy", str(lab))
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert inventory(si) == before
+    reaped = _deploy(lab, "reap", str(lab))
+    assert reaped.returncode == 0, reaped.stderr
+    assert inventory(si) == before
+
+
+@pytest.mark.xfail(strict=True, reason="the machine step requires an SSH endpoint; no gate for SSH-less "
+                                       "vSphere machines yet")
+def test_up_of_an_ssh_less_vsphere_machine_stops_at_machine(sim: tuple[Vcsim, Any], tmp_path: Path) -> None:
+    server, _si = sim
+    lab = _lab(tmp_path, server)
+    up = _deploy(lab, "up", str(lab))
+    assert up.returncode == 0, up.stderr
