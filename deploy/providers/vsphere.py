@@ -126,14 +126,15 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
                                 "no % / \\)")
         return name
 
-    def _lab_folder(self, dc: Any, create: bool) -> Any:
+    def _lab_folder(self, dc: Any, create: bool, lab: str | None = None) -> Any:
         """The lab's folder (one SearchIndex call: no listing that a parallel delete can race)."""
         parent = self._parent_folder(dc)
+        name = lab or self.ctx.lab
         with self._folder_lock:
-            found = self.si.content.searchIndex.FindChild(parent, self.ctx.lab)
+            found = self.si.content.searchIndex.FindChild(parent, name)
             if found is not None or not create:
                 return found
-            return parent.CreateFolder(self.ctx.lab)
+            return parent.CreateFolder(name)
 
     def create_machine(self, node: ResolvedNode, tags: Tags) -> MachineInfo:
         found = self._find(node.name)
@@ -181,11 +182,11 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
             self._task(vm.PowerOffVM_Task, f"power-off of {vm.name}")
         self._task(vm.Destroy_Task, f"destroy of {vm.name}")
 
-    def _remove_empty_folder(self) -> None:
+    def _remove_empty_folder(self, lab: str | None = None) -> None:
         with self._folder_lock:
-            folder = self._lab_folder(self._datacenter(), create=False)
-            if folder is not None and not folder.childEntity:
-                self._task(folder.Destroy_Task, f"removal of folder {self.ctx.lab}")
+            folder = self._lab_folder(self._datacenter(), create=False, lab=lab)
+            if folder is not None and isinstance(folder, vim.Folder) and not folder.childEntity:
+                self._task(folder.Destroy_Task, f"removal of folder {folder.name}")
 
     # -- tags ----------------------------------------------------------------------------------
     def find_resources(self, lab: str | None = None) -> list[TaggedResource]:
@@ -205,3 +206,4 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         for vm, _extra in inv.tagged_vms(self.si):
             if vm.name == resource.name:
                 self._destroy(vm)
+        self._remove_empty_folder(resource.tags.lab)

@@ -8,6 +8,7 @@ A gate that lets an SSH-less machine stop at ``machine:`` is not written yet (st
 from __future__ import annotations
 
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -81,6 +82,21 @@ def test_up_status_destroy_leave_an_empty_inventory(sim: tuple[Vcsim, Any], tmp_
     reaped = _deploy(lab, "reap", str(lab))
     assert reaped.returncode == 0, reaped.stderr
     assert inventory(si) == before
+
+
+def test_reap_removes_a_vm_whose_lab_state_is_gone(sim: tuple[Vcsim, Any], tmp_path: Path) -> None:
+    server, si = sim
+    before = inventory(si)
+    lab = _lab(tmp_path, server)
+    _deploy(lab, "up", str(lab))
+    assert "vim.VirtualMachine:vslab-cli-vm1" in inventory(si)
+    shutil.rmtree(tmp_path / ".labdeploy")
+    dry = _deploy(lab, "reap", "--dry-run", str(lab))
+    assert "would remove machine vslab-cli-vm1" in dry.stdout, dry.stdout + dry.stderr
+    assert "vim.VirtualMachine:vslab-cli-vm1" in inventory(si)
+    reaped = _deploy(lab, "reap", str(lab))
+    assert reaped.returncode == 0, reaped.stderr
+    assert inventory(si) == before  # the VM and its emptied lab folder
 
 
 @pytest.mark.xfail(strict=True, reason="the machine step requires an SSH endpoint; no gate for SSH-less "
