@@ -121,7 +121,7 @@ def new_token() -> Token:
 class K3sCluster:
     name: str
     version: str  # v1.36.3+k3s1: the install script's INSTALL_K3S_VERSION
-    server_url: str  # https://<first server's lab address>:6443
+    server_url: str  # https://<kubernetes.vip, else the first server's lab address>:6443
     pod_cidr: str
     service_cidr: str
     cert_sans: tuple[str, ...]
@@ -142,10 +142,12 @@ def k3s_cluster(resolved: ResolvedLab, members: list[Member], *, tcg: bool = Fal
     assert k8s is not None
     first = members[0].kubeadm
     cilium = k8s.cni.cilium if k8s.cni else None
+    endpoint = k8s.vip or first.address  # with a VIP (keepalived, as for kubeadm) every join goes through it
+    host = f"[{endpoint}]" if ":" in endpoint else endpoint
     return K3sCluster(
         name=resolved.name, version=k3s_version(kubernetes_version(k8s.version)),
-        server_url=f"https://{first.address}:{API_PORT}", pod_cidr=k8s.pod_cidr, service_cidr=k8s.service_cidr,
-        cert_sans=tuple(dict.fromkeys(("127.0.0.1", "localhost", first.name, first.address))),
+        server_url=f"https://{host}:{API_PORT}", pod_cidr=k8s.pod_cidr, service_cidr=k8s.service_cidr,
+        cert_sans=tuple(dict.fromkeys(("127.0.0.1", "localhost", first.name, first.address, endpoint))),
         servers=sum(1 for m in members if m.control_plane), own_cni=k8s.cni is not None,
         kube_proxy=not (cilium and cilium.kube_proxy_replacement), tcg=tcg)
 

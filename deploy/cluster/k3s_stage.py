@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from deploy.cluster import k3s
+from deploy.cluster import ha, k3s
 from deploy.cluster.k3s import LAYOUT, Layout, Role
 from deploy.cluster.nodes import Member, NodeShell, handled_runtimes, members, shell_for
 from deploy.cluster.stage import progress, tcg_of, write_kubeconfig
@@ -36,6 +36,7 @@ def run_k3s(_resource: Resource, ctx: Any) -> Outputs:
     and the lab's kubeconfig; every other node joins in its own member step (:func:`run_k3s_member`)."""
     first, cluster, online, log = _context(ctx)
     shell = shell_for(first, ctx.outputs_of, ctx.known_hosts, log)
+    _keepalived(ctx, first, shell, log, first_server=True)
     admin, started = bootstrap([first], {first.node.name: shell}, cluster, online=online, log=log)
     path = write_kubeconfig(ctx, admin, first)
     return {"distribution": "k3s", "version": cluster.version, "endpoint": cluster.server_url,
@@ -46,8 +47,19 @@ def run_k3s_member(member: Member, ctx: Any) -> Outputs:
     """``member:<node>`` of a k3s lab: a further server or an agent joins unless it already has."""
     first, cluster, online, log = _context(ctx)
     shells = {m.node.name: shell_for(m, ctx.outputs_of, ctx.known_hosts, log) for m in (first, member)}
+    _keepalived(ctx, member, shells[member.node.name], log, first_server=False)
     _, joined = bootstrap([first, member], shells, cluster, online=online, log=log)
     return {"joined": bool(joined), "control_plane": member.control_plane}
+
+
+def _keepalived(ctx: Any, member: Member, shell: NodeShell, log: Callable[[str], None], *, first_server: bool) -> None:
+    """With ``kubernetes.vip``, keepalived on every server first, as for kubeadm (:mod:`deploy.cluster.ha`); the
+    first server holds the VIP before it starts, so joins through the VIP find it."""
+    plan = ha.plan_of(ctx.resolved) if member.control_plane else None
+    if plan is None:
+        return
+    started = first_server and shell.check(f"test -s {shlex.quote(LAYOUT.kubeconfig)}")
+    ha.ensure_keepalived(shell, plan, member.node.name, log, hold_vip=first_server and not started)
 
 
 def _context(ctx: Any) -> tuple[Member, k3s.K3sCluster, bool, Callable[[str], None]]:

@@ -76,7 +76,9 @@ def test_three_servers_start_embedded_etcd_on_the_first_and_join_the_others(tmp_
     first, second = _rendered(lab, 0), _rendered(lab, 1)
     assert first["cluster-init"] is True
     assert "server" not in first
-    assert second["server"] == f"https://{first['node-ip']}:6443"
+    assert second["server"] == "https://10.34.0.5:6443"  # joins go through keepalived's VIP, as with kubeadm
+    assert "10.34.0.5" in first["tls-san"]
+    assert first["node-ip"] in first["tls-san"]
     assert "cluster-init" not in second
     assert "node-taint" not in first  # no workers: the servers take the pods
     assert "flannel-backend" not in first  # no cni in this lab: k3s's own flannel stays
