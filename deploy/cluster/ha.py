@@ -33,6 +33,10 @@ controlPlaneEndpoint, every join's discovery endpoint and the API server's certS
 
    On a converged re-run ``ensure_keepalived`` says ``unchanged`` and restarts nothing.
 
+k3s (``distribution: k3s``, :mod:`deploy.cluster.k3s_stage`) does the same on its servers: keepalived
+before the first server starts (holding the VIP) and on each further server before it joins through the
+VIP; the plan's ``distribution`` picks the check (k3s has no anonymous /healthz).
+
 Priorities follow member order (the first control plane highest); the vrrp_script that asks the local
 API server for /healthz lowers a failing node's priority below every healthy one, so the VIP moves only
 to a control plane whose API server answers (and before init the lone first node keeps it). VRRP adverts
@@ -65,6 +69,12 @@ KEY_FRESH_SECONDS = 90 * 60  # kubeadm deletes the kubeadm-certs Secret 2 h afte
 VIP_WAIT_SECONDS = 120
 INIT_COMMAND = "kubeadm init --upload-certs --skip-certificate-key-print --skip-token-print --config /dev/stdin"
 UPLOAD_COMMAND = "kubeadm init phase upload-certs --upload-certs --skip-certificate-key-print --config /dev/stdin"
+# what the vrrp_script asks the local API server: kubeadm's allows anonymous /healthz; k3s turns anonymous
+# auth off, so its check shows the admin client certificate k3s keeps on every server
+KUBEADM_CHECK = "/usr/bin/curl --silent --fail --insecure --max-time 10 --output /dev/null https://127.0.0.1:{port}/healthz"
+K3S_TLS = "/var/lib/rancher/k3s/server/tls"
+K3S_CHECK = ("/usr/bin/curl --silent --fail --max-time 10 --output /dev/null --cacert {tls}/server-ca.crt "
+             "--cert {tls}/client-admin.crt --key {tls}/client-admin.key https://127.0.0.1:{port}/readyz")
 PACKAGES = ("keepalived",)  # curl, which the check runs, is in every image the builder makes
 
 
@@ -83,6 +93,13 @@ class HaPlan:
     router_id: int  # VRRP virtual_router_id, 1..255, from the lab name
     members: tuple[Peer, ...]  # control planes in member order (the first runs kubeadm init)
     port: int = API_PORT
+    distribution: str = "kubeadm"  # or k3s: which API server the health check asks, and how
+
+    @property
+    def check(self) -> str:
+        if self.distribution == "k3s":
+            return K3S_CHECK.format(tls=K3S_TLS, port=self.port)
+        return KUBEADM_CHECK.format(port=self.port)
 
     def member(self, name: str) -> tuple[int, Peer]:
         for index, peer in enumerate(self.members):
@@ -111,7 +128,7 @@ def plan_of(resolved: ResolvedLab) -> HaPlan | None:
                              hint="give the control planes a nat or isolated network with a cidr")
         peers.append(Peer(node.name, nic.ip))
         prefix = ipaddress.ip_network(network.cidr).prefixlen
-    return HaPlan(k8s.vip, prefix, router_id(resolved.name), tuple(peers))
+    return HaPlan(k8s.vip, prefix, router_id(resolved.name), tuple(peers), distribution=k8s.distribution)
 
 
 def keepalived_conf(plan: HaPlan, name: str, interface: str) -> str:
@@ -130,8 +147,7 @@ def keepalived_conf(plan: HaPlan, name: str, interface: str) -> str:
         "}",
         "",
         "vrrp_script apiserver {",
-        f'    script "/usr/bin/curl --silent --fail --insecure --max-time 10 --output /dev/null '
-        f'https://127.0.0.1:{plan.port}/healthz"',
+        f'    script "{plan.check}"',
         "    interval 5",
         "    timeout 15",
         "    rise 2",

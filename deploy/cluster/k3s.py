@@ -6,6 +6,7 @@
     agent_config(cluster, node, token)     the same file on an agent (worker)
     render(config)                         YAML with the keys exactly as k3s spells its flags
     new_token() / Token                    a random cluster secret, registered for redaction at once
+    fetch_binary_command(url, sha256)      the k3s binary from mirrors.files, checked against its sha256
     install_commands(...)                  the node's k3s binary started as systemd unit ``k3s`` or
                                            ``k3s-agent``, or the upstream install script on online labs
     systemd_unit(role, layout)             that unit's text as k3s's install.sh writes it
@@ -43,6 +44,7 @@ Role = Literal["server", "agent"]
 API_PORT = 6443
 CONTAINERD_SOCKET = "unix:///run/containerd/containerd.sock"
 INSTALL_URL = "https://get.k3s.io"
+MIRROR_FILE = "k3s"  # the binary's name in mirrors.files and mirrors.checksums
 DISABLED = ("traefik", "servicelb", "local-storage", "metrics-server")
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane:NoSchedule"
 KUBELET_ARGS = ("cgroup-driver=systemd",)  # as the node's containerd (SystemdCgroup) and the kubeadm path
@@ -121,7 +123,7 @@ def new_token() -> Token:
 class K3sCluster:
     name: str
     version: str  # v1.36.3+k3s1: the install script's INSTALL_K3S_VERSION
-    server_url: str  # https://<first server's lab address>:6443
+    server_url: str  # https://<kubernetes.vip, else the first server's lab address>:6443
     pod_cidr: str
     service_cidr: str
     cert_sans: tuple[str, ...]
@@ -129,6 +131,8 @@ class K3sCluster:
     own_cni: bool = True  # the lab's CNI (bridge or Cilium) replaces flannel and k3s's policy controller
     kube_proxy: bool = True
     tcg: bool = False
+    binary_url: str | None = None  # <mirrors.files>/k3s when the lab gives its sha256 (mirrors.checksums.k3s)
+    binary_sha256: str | None = None
 
 
 def k3s_version(kubernetes: str) -> str:
@@ -142,12 +146,35 @@ def k3s_cluster(resolved: ResolvedLab, members: list[Member], *, tcg: bool = Fal
     assert k8s is not None
     first = members[0].kubeadm
     cilium = k8s.cni.cilium if k8s.cni else None
+    endpoint = k8s.vip or first.address  # with a VIP (keepalived, as for kubeadm) every join goes through it
+    host = f"[{endpoint}]" if ":" in endpoint else endpoint
     return K3sCluster(
         name=resolved.name, version=k3s_version(kubernetes_version(k8s.version)),
-        server_url=f"https://{first.address}:{API_PORT}", pod_cidr=k8s.pod_cidr, service_cidr=k8s.service_cidr,
-        cert_sans=tuple(dict.fromkeys(("127.0.0.1", "localhost", first.name, first.address))),
+        server_url=f"https://{host}:{API_PORT}", pod_cidr=k8s.pod_cidr, service_cidr=k8s.service_cidr,
+        cert_sans=tuple(dict.fromkeys(("127.0.0.1", "localhost", first.name, first.address, endpoint))),
         servers=sum(1 for m in members if m.control_plane), own_cni=k8s.cni is not None,
-        kube_proxy=not (cilium and cilium.kube_proxy_replacement), tcg=tcg)
+        kube_proxy=not (cilium and cilium.kube_proxy_replacement), tcg=tcg, **_mirror(resolved))
+
+
+def _mirror(resolved: ResolvedLab) -> dict[str, str]:
+    """The k3s binary from ``mirrors.files`` when ``mirrors.checksums`` pins it (validate asks for both)."""
+    mirrors = resolved.lab.mirrors
+    digest = mirrors.checksums.get(MIRROR_FILE)
+    if not mirrors.files or digest is None:
+        return {}
+    return {"binary_url": f"{mirrors.files.rstrip('/')}/{MIRROR_FILE}", "binary_sha256": digest}
+
+
+def fetch_binary_command(url: str, sha256: str, layout: Layout = LAYOUT) -> str:
+    """Puts the mirror's k3s at ``layout.binary`` unless a binary with that sha256 is there (prints kept |
+    fetched); a download whose sha256 differs is removed and fails, leaving any earlier binary as it was."""
+    binary, sum_line = shlex.quote(layout.binary), shlex.quote(f"{sha256}  -")
+    return (f"set -e; if [ -x {binary} ] && sha256sum < {binary} | grep -qx {sum_line}; then echo kept; exit 0; fi; "
+            f"mkdir -p {shlex.quote(layout.bin_dir)}; part=$(mktemp {binary}.XXXXXX); trap 'rm -f \"$part\"' EXIT; "
+            f"curl -sfL --retry 3 -o \"$part\" {shlex.quote(url)}; "
+            f"if ! sha256sum < \"$part\" | grep -qx {sum_line}; then "
+            f"echo \"{MIRROR_FILE} from {url} does not have sha256 {sha256}\" >&2; exit 1; fi; "
+            f"chmod 0755 \"$part\"; mv -f \"$part\" {binary}; echo fetched")
 
 
 def _node(node: Node, token: Token, control_plane: bool) -> dict[str, Any]:

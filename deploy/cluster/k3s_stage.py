@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from deploy.cluster import k3s
+from deploy.cluster import ha, k3s
 from deploy.cluster.k3s import LAYOUT, Layout, Role
 from deploy.cluster.nodes import Member, NodeShell, handled_runtimes, members, shell_for
 from deploy.cluster.stage import progress, tcg_of, write_kubeconfig
@@ -36,6 +36,7 @@ def run_k3s(_resource: Resource, ctx: Any) -> Outputs:
     and the lab's kubeconfig; every other node joins in its own member step (:func:`run_k3s_member`)."""
     first, cluster, online, log = _context(ctx)
     shell = shell_for(first, ctx.outputs_of, ctx.known_hosts, log)
+    _keepalived(ctx, first, shell, log, first_server=True)
     admin, started = bootstrap([first], {first.node.name: shell}, cluster, online=online, log=log)
     path = write_kubeconfig(ctx, admin, first)
     return {"distribution": "k3s", "version": cluster.version, "endpoint": cluster.server_url,
@@ -46,8 +47,19 @@ def run_k3s_member(member: Member, ctx: Any) -> Outputs:
     """``member:<node>`` of a k3s lab: a further server or an agent joins unless it already has."""
     first, cluster, online, log = _context(ctx)
     shells = {m.node.name: shell_for(m, ctx.outputs_of, ctx.known_hosts, log) for m in (first, member)}
+    _keepalived(ctx, member, shells[member.node.name], log, first_server=False)
     _, joined = bootstrap([first, member], shells, cluster, online=online, log=log)
     return {"joined": bool(joined), "control_plane": member.control_plane}
+
+
+def _keepalived(ctx: Any, member: Member, shell: NodeShell, log: Callable[[str], None], *, first_server: bool) -> None:
+    """With ``kubernetes.vip``, keepalived on every server first, as for kubeadm (:mod:`deploy.cluster.ha`); the
+    first server holds the VIP before it starts, so joins through the VIP find it."""
+    plan = ha.plan_of(ctx.resolved) if member.control_plane else None
+    if plan is None:
+        return
+    started = first_server and shell.check(f"test -s {shlex.quote(LAYOUT.kubeconfig)}")
+    ha.ensure_keepalived(shell, plan, member.node.name, log, hold_vip=first_server and not started)
 
 
 def _context(ctx: Any) -> tuple[Member, k3s.K3sCluster, bool, Callable[[str], None]]:
@@ -67,7 +79,7 @@ def bootstrap(nodes: list[Member], shells: Mapping[str, NodeShell], cluster: k3s
     if not cp.check(f"test -s {shlex.quote(first_layout.kubeconfig)}"):
         token = k3s.new_token()
         log(f"cluster: k3s server {cluster.version} on {first.node.name} (minutes under TCG)")
-        _start(cp, "server", k3s.server_config(cluster, first.kubeadm, token), cluster.version, online=online,
+        _start(cp, "server", k3s.server_config(cluster, first.kubeadm, token), cluster, online=online,
                layout=first_layout, ready=first_layout.kubeconfig)
     admin = cp.run(f"cat {shlex.quote(first_layout.kubeconfig)}", what="reading k3s.yaml").stdout
     joined = []
@@ -80,16 +92,21 @@ def bootstrap(nodes: list[Member], shells: Mapping[str, NodeShell], cluster: k3s
         config = (k3s.server_config(cluster, member.kubeadm, token, join=True) if member.control_plane
                   else k3s.agent_config(cluster, member.kubeadm, token))
         log(f"cluster: k3s {role} on {member.node.name} joins {cluster.server_url}")
-        _start(shell, role, config, cluster.version, online=online, layout=where, ready=where.agent_kubeconfig)
+        _start(shell, role, config, cluster, online=online, layout=where, ready=where.agent_kubeconfig)
         joined.append(member.node.name)
     return admin, joined
 
 
-def _start(shell: NodeShell, role: Role, config: dict[str, Any], version: str, *, online: bool, layout: Layout,
-           ready: str) -> None:
-    """config.yaml (token inside) from stdin, then the unit, then wait until k3s wrote ``ready``."""
-    unit = k3s.unit_name(role)
+def _start(shell: NodeShell, role: Role, config: dict[str, Any], cluster: k3s.K3sCluster, *, online: bool,
+           layout: Layout, ready: str) -> None:
+    """config.yaml (token inside) from stdin, the mirror's binary if the lab names one, then the unit, then
+    wait until k3s wrote ``ready``."""
+    unit, version = k3s.unit_name(role), cluster.version
     shell.run(k3s.write_config_command(layout), stdin=k3s.render(config), what=f"writing {layout.config}")
+    if cluster.binary_url and cluster.binary_sha256:
+        shell.run(k3s.fetch_binary_command(cluster.binary_url, cluster.binary_sha256, layout), timeout=600,
+                  what=f"fetching k3s from {cluster.binary_url} on {shell.name}", hint="check mirrors.files and "
+                  "mirrors.checksums.k3s (`sha256sum k3s` of the mirror's copy)")
     present = shell.check(f"test -x {shlex.quote(layout.binary)}")
     for command in k3s.install_commands(role, version, binary_present=present, online=online, layout=layout):
         shell.run(command, timeout=INSTALL_TIMEOUT, what=f"starting {unit} on {shell.name}",

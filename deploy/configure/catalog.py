@@ -162,7 +162,7 @@ def needed_files(runtimes: Iterable[str], checksums: dict[str, str]) -> list[tup
 
 def mirror_file_names() -> list[str]:
     """Every file name a runtime can fetch from ``mirrors.files``."""
-    return sorted({item.name for spec in RUNTIMES.values() for item in spec.files})
+    return sorted({item.name for spec in RUNTIMES.values() for item in spec.files} | {"k3s"})  # and k3s's binary
 
 
 def handlers_for(runtimes: tuple[str, ...], checksums: dict[str, str]) -> list[Handler]:

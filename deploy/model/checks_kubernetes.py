@@ -6,7 +6,7 @@
     check_cni                  workers need a CNI to reach each other's pods
     check_vip                  more than one control plane needs kubernetes.vip: a free address of the lab
                                network the control planes share (keepalived moves it between them)
-    check_k3s_source           k3s comes only from its upstream install script (no bundle artifact carries it)
+    check_k3s_source           k3s comes from its install script or mirrors.files (no bundle artifact carries it)
 """
 
 from __future__ import annotations
@@ -183,10 +183,19 @@ def _vip_clear_of_provider(loaded: LoadedLab, resolved: ResolvedLab, address: ip
 
 def check_k3s_source(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
     k8s = resolved.lab.kubernetes
-    if k8s is None or k8s.distribution != "k3s" or resolved.lab.bundle.source != "offline":
+    if k8s is None or k8s.distribution != "k3s":
+        return
+    mirrors = resolved.lab.mirrors
+    if "k3s" in mirrors.checksums and not mirrors.files:
+        yield problem(loaded, ("mirrors", "checksums", "k3s"), "mirrors.checksums.k3s pins a k3s binary, and "
+                      "mirrors.files, where the nodes would fetch it, is not set",
+                      "set mirrors: {files: http://your-file-mirror/} (serving the file k3s)")
+    if resolved.lab.bundle.source != "offline" or (mirrors.files and "k3s" in mirrors.checksums):
         return
     yield problem(loaded, ("kubernetes", "distribution"),
-                  "k3s comes from its upstream install script, and bundle.source 'offline' never touches upstream: "
-                  "no bundle artifact carries k3s (its module is not on this machine's Go module proxy)",
-                  "set bundle: {source: auto} (nodes fetch get.k3s.io), or distribution: kubeadm for an offline "
-                  "cluster from the bundle")
+                  "k3s comes from its upstream install script or mirrors.files, and bundle.source 'offline' never "
+                  "touches upstream: no bundle artifact carries k3s (its module is not on this machine's Go module "
+                  "proxy) and mirrors.checksums has no k3s",
+                  "serve the k3s binary through mirrors: {files: URL, checksums: {k3s: <sha256>}}, set bundle: "
+                  "{source: auto} (nodes fetch get.k3s.io), or distribution: kubeadm for an offline cluster "
+                  "from the bundle")

@@ -10,8 +10,13 @@ lives under the test's temporary folder: the host's /etc and systemd are never t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import http.server
 import json
 import textwrap
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -205,6 +210,28 @@ def test_a_node_without_a_binary_on_an_offline_lab_stops_before_starting_anythin
         _run(nodes, nodes.shells())
     assert "mirrors.files" in (info.value.hint or "")
     assert nodes.calls("systemctl") == []
+
+
+def test_an_offline_node_takes_k3s_from_the_mirror_checked_by_sha256_then_starts(nodes: Nodes,
+                                                                                 tmp_path: Path) -> None:
+    """mirrors.files + mirrors.checksums.k3s: the binary moves to a loopback HTTP mirror, the nodes have
+    none; the stage fetches it (checked) and starts server and agent (a fetch over a kept binary: test_k3s_render)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (nodes.root / "bin" / "k3s").rename(mirror / "k3s")
+    digest = hashlib.sha256((mirror / "k3s").read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        cluster = dataclasses.replace(k3s.k3s_cluster(open_lab(FIXTURES / "lab.yaml")[1], nodes.members),
+                                      binary_url=f"http://127.0.0.1:{server.server_address[1]}/k3s",
+                                      binary_sha256=digest)
+        _, joined = bootstrap(nodes.members, nodes.shells(), cluster, online=False, log=lambda _m: None,
+                              layouts=nodes.layouts)
+        assert joined == ["workers-1"]
+        assert (nodes.root / "bin" / "k3s").read_bytes() == (mirror / "k3s").read_bytes()
+        assert [c.split()[0] for c in nodes.calls("k3s")] == ["server", "agent"]
+        server.shutdown()
 
 
 def test_a_failing_k3s_is_a_stage_error_naming_the_unit_and_its_log(nodes: Nodes) -> None:

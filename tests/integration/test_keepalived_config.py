@@ -8,6 +8,7 @@ interface stands in for it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,6 +53,13 @@ def test_every_control_planes_conf_passes_keepalived(name: str, tmp_path: Path) 
 def test_a_lone_control_planes_conf_passes_keepalived(tmp_path: Path) -> None:
     plan = ha.HaPlan("10.31.0.5", 24, ha.router_id("k8s"), (ha.Peer("control-1", "10.31.0.10"),))
     done = _config_test(ha.keepalived_conf(plan, "control-1", _interface()), tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_k3s_control_planes_conf_passes_keepalived(tmp_path: Path) -> None:
+    """k3s's check (readyz with the admin client certificate) is a script keepalived accepts as written."""
+    plan = dataclasses.replace(_plan(), distribution="k3s")
+    done = _config_test(ha.keepalived_conf(plan, "control-2", _interface()), tmp_path)
     assert done.returncode == 0, done.stderr
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -121,5 +122,23 @@ def test_a_fresh_upload_is_reused_without_touching_the_node(tmp_path: Path) -> N
     last = ha.Upload.now(k.new_certificate_key())
     cluster = k.Cluster("lab", "v1.36.3", "10.32.0.5:6443")
     assert ha.upload_certs(shell, cluster, k.Node("control-1", "10.32.0.11"), last) is last
+    # older than the freshness window whatever the host's uptime (time.monotonic() starts near boot)
+    stale = ha.Upload(last.key, time.monotonic() - ha.KEY_FRESH_SECONDS - 1)
     with pytest.raises(StageError, match="uploading the control-plane certificates"):
-        ha.upload_certs(shell, cluster, k.Node("control-1", "10.32.0.11"), ha.Upload(last.key, 0.0))
+        ha.upload_certs(shell, cluster, k.Node("control-1", "10.32.0.11"), stale)
+
+
+def test_a_k3s_plan_checks_readyz_with_k3s_admin_certificate(tmp_path: Path) -> None:
+    """k3s runs its API server with anonymous auth off: an anonymous /healthz would fail on every healthy
+    server, so its check shows the client-admin certificate k3s writes on each server."""
+    lab = tmp_path / "lab.yaml"
+    text = (ROOT / "labs/k8s-ha/lab.yaml").read_text()
+    lab.write_text(text.replace("kubernetes:\n", "kubernetes:\n  distribution: k3s\n", 1))
+    plan = ha.plan_of(open_lab(lab)[1])
+    assert plan is not None
+    assert plan.distribution == "k3s"
+    text = ha.keepalived_conf(plan, "control-2", "enp2s0")
+    assert f"--cert {ha.K3S_TLS}/client-admin.crt --key {ha.K3S_TLS}/client-admin.key" in text
+    assert "https://127.0.0.1:6443/readyz" in text
+    assert "--insecure" not in text
+    assert "/healthz" in ha.keepalived_conf(_ha_plan(), "control-2", "enp2s0")  # kubeadm's stays anonymous

@@ -6,8 +6,12 @@ executor's shell sequence runs against a real sshd in tests/integration/test_k3s
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,7 +80,9 @@ def test_three_servers_start_embedded_etcd_on_the_first_and_join_the_others(tmp_
     first, second = _rendered(lab, 0), _rendered(lab, 1)
     assert first["cluster-init"] is True
     assert "server" not in first
-    assert second["server"] == f"https://{first['node-ip']}:6443"
+    assert second["server"] == "https://10.34.0.5:6443"  # joins go through keepalived's VIP, as with kubeadm
+    assert "10.34.0.5" in first["tls-san"]
+    assert first["node-ip"] in first["tls-san"]
     assert "cluster-init" not in second
     assert "node-taint" not in first  # no workers: the servers take the pods
     assert "flannel-backend" not in first  # no cni in this lab: k3s's own flannel stays
@@ -160,3 +166,29 @@ def test_wait_file_succeeds_on_a_written_file_and_fails_after_its_deadline(tmp_p
     assert subprocess.run(["sh", "-c", k3s.wait_file_command(str(path), 1)], check=False).returncode == 1
     path.write_text("kind: Config\n")
     assert subprocess.run(["sh", "-c", k3s.wait_file_command(str(path), 1)], check=False).returncode == 0
+
+
+def test_the_mirrors_binary_is_fetched_once_checked_against_its_sha256(tmp_path: Path) -> None:
+    """The fetch command over a real loopback HTTP server: a wrong sha256 installs nothing and fails naming
+    the file; the right one installs an executable; a second run keeps it without a download."""
+    served = tmp_path / "mirror"
+    served.mkdir()
+    (served / "k3s").write_bytes(b"#!/bin/sh\necho k3s stand-in\n")
+    digest = hashlib.sha256((served / "k3s").read_bytes()).hexdigest()
+    layout = k3s.Layout(bin_dir=str(tmp_path / "bin"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/k3s"
+        def fetch(sha: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", "-c", k3s.fetch_binary_command(url, sha, layout)], capture_output=True,
+                                  text=True, check=False, timeout=60)
+        wrong = fetch("0" * 64)
+        assert wrong.returncode == 1
+        assert f"k3s from {url} does not have sha256 {'0' * 64}" in wrong.stderr
+        assert list((tmp_path / "bin").iterdir()) == []  # the partial download is gone
+        assert fetch(digest).stdout.strip() == "fetched"
+        assert os.access(layout.binary, os.X_OK)
+        (served / "k3s").unlink()  # a second run must not download
+        assert fetch(digest).stdout.strip() == "kept"
+        server.shutdown()

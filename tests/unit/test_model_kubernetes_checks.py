@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploy.cluster import k3s
+from deploy.cluster.nodes import members
 from tests.unit.labfiles import only, problems_of, valid
 
 LAB = """name: lab1
@@ -148,3 +150,13 @@ def test_k3s_needs_an_online_lab(tmp_path: Path) -> None:
     assert "no bundle artifact carries k3s" in problem.message
     assert "bundle: {source: auto}" in problem.hint
     valid(tmp_path, LAB + "  distribution: k3s\nbundle: {source: upstream}\n")
+
+
+def test_an_offline_k3s_lab_takes_its_binary_from_mirrors_files_pinned_by_sha256(tmp_path: Path) -> None:
+    pinned = "mirrors: {files: http://files.internal/, checksums: {k3s: " + "ab" * 32 + "}}\n"
+    lab = valid(tmp_path, LAB + "  distribution: k3s\nbundle: {source: offline}\n" + pinned)
+    cluster = k3s.k3s_cluster(lab, members(lab))
+    assert (cluster.binary_url, cluster.binary_sha256) == ("http://files.internal/k3s", "ab" * 32)
+    problem = only(tmp_path, LAB + "  distribution: k3s\nmirrors: {checksums: {k3s: " + "ab" * 32 + "}}\n")
+    assert problem.location.path == "mirrors.checksums.k3s"
+    assert "mirrors.files" in problem.message
