@@ -26,6 +26,30 @@ from deploy.resources import Outputs, Resource
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 INIT_TIMEOUT = 2400.0  # kubeadm init under TCG on a loaded 2-core host (its own waits are widened too)
+INIT_DONE = "/etc/kubernetes/labdeploy-init.done"  # written once kubeadm init exited 0
+INIT_PROBE_SECONDS = 300
+# done | fresh | partial (admin.conf, and the API server says kubeadm's upload-config never ran, or that the
+# admin's ClusterRoleBinding, made in kubeadm's wait for the control plane, is missing) | unreachable.
+# A node initialised before INIT_DONE existed has the kubeadm-config ConfigMap: it is marked done, not reset.
+
+
+def init_state_command(admin: str = ADMIN_CONF, done: str = INIT_DONE, seconds: int = INIT_PROBE_SECONDS) -> str:
+    """Prints done, fresh, partial or unreachable (see above) for the first control plane."""
+    return f"""[ -e {done} ] && {{ echo done; exit 0; }}
+[ -s {admin} ] || {{ echo fresh; exit 0; }}
+end=$(( $(date +%s) + {seconds} ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  out=$(kubectl --kubeconfig {admin} --request-timeout=30s -n kube-system \\
+        get configmap kubeadm-config -o name 2>&1)
+  case $out in
+    configmap/kubeadm-config) date -u +%FT%TZ > {done}; echo done; exit 0;;
+    *NotFound*|*"not found"*|*Forbidden*|*forbidden*) echo partial; exit 0;;
+  esac
+  sleep 5
+done
+echo unreachable"""
+
+
 HINT = "on the node: `journalctl -u kubelet -n 50` and `crictl ps -a` show what kubeadm waited for"
 
 
@@ -42,7 +66,7 @@ def run_cluster(_resource: Resource, ctx: Any) -> Outputs:
     cluster = cluster_of(ctx.resolved, tcg=tcg)
     log = progress(ctx)
     cp = shell_for(first, ctx.outputs_of, ctx.known_hosts, log)
-    initialised = cp.check(f"test -s {ADMIN_CONF}")
+    initialised = _initialised(cp, first.node.name, log)
     plan = ha.plan_of(ctx.resolved)
     if plan is not None:  # keepalived answers for the VIP that kubeadm's controlPlaneEndpoint names
         ha.ensure_keepalived(cp, plan, first.node.name, log, hold_vip=not initialised)
@@ -76,6 +100,26 @@ def tcg_of(ctx: Any, first: Member) -> bool:
     return bool(callable(accel) and accel() == "tcg")
 
 
+def _initialised(cp: NodeShell, name: str, log: Callable[[str], None]) -> bool:
+    """Whether kubeadm init finished on the first control plane. admin.conf alone does not say so: kubeadm
+    writes it before its wait for the control plane, and an init that failed after it (an API server too slow
+    under TCG) leaves a node kubeadm will neither init again nor finish. Such a node is reset here."""
+    found = cp.run(init_state_command(), timeout=INIT_PROBE_SECONDS + 60,
+                   what=f"checking kubeadm init on {name}").stdout
+    state = (found.strip().splitlines() or ["fresh"])[-1]
+    if state == "done":
+        return True
+    if state == "unreachable":
+        raise StageError("cluster", f"{name} has {ADMIN_CONF} but no record that kubeadm init finished, and its "
+                         f"API server did not answer for {INIT_PROBE_SECONDS} s", host=name,
+                         hint="if the cluster is not worth keeping, `kubeadm reset -f` on the node and `deploy up` "
+                         "again; else bring its API server back (`crictl ps -a`) and `deploy up` again")
+    if state == "partial":
+        log(f"cluster: kubeadm init on {name} did not finish on an earlier run: kubeadm reset, then init again")
+        cp.run("kubeadm reset -f", timeout=600, what=f"kubeadm reset on {name}", hint=HINT)
+    return False
+
+
 def _init(cp: NodeShell, cluster: kubeadm.Cluster, first: Member, log: Callable[[str], None]) -> None:
     token = kubeadm.new_token()  # joins make their own short-lived tokens; this one expires with kubeadm's default
     if cluster.tcg:
@@ -83,7 +127,8 @@ def _init(cp: NodeShell, cluster: kubeadm.Cluster, first: Member, log: Callable[
         log(f"cluster: {first.node.name} runs under TCG: kubeadm's waits and the static pods' probes are widened "
             f"(kubeadm patches in {kubeadm.PATCHES_DIR})")
     log(f"cluster: kubeadm init {cluster.version} on {first.node.name} (minutes under TCG)")
-    cp.run("kubeadm init --config /dev/stdin", stdin=kubeadm.render_init(cluster, first.kubeadm, token),
+    cp.run(f"kubeadm init --config /dev/stdin && date -u +%FT%TZ > {INIT_DONE}",
+           stdin=kubeadm.render_init(cluster, first.kubeadm, token),
            timeout=INIT_TIMEOUT, what=f"kubeadm init on {first.node.name}", hint=HINT)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from deploy.cluster import stage
 from deploy.cluster.nodes import cluster_of, kubernetes_version, members
 from deploy.cluster.stage import ca_cert_hash
 from deploy.configure.catalog import KUBE_BUNDLE, bundle_node_files, handlers_for
@@ -107,3 +109,37 @@ def test_the_bundle_supplies_containerd_kubernetes_and_the_wasm_crun_to_k8s_node
     (_, wasm) = handlers_for(("wasmedge",), {"crun-wasmedge": "0" * 64})
     assert (wasm.runtime_type, wasm.binary_name, wasm.pod_annotations) == (
         "io.containerd.runc.v2", "/usr/local/bin/crun-wasmedge", ("module.wasm.image/*",))
+
+
+KUBECTL = "#!/bin/sh\n{body}\n"
+
+
+@pytest.mark.parametrize(("kubectl", "marked", "state"), [
+    ("echo configmap/kubeadm-config", True, "done"),  # initialised before the marker existed: kept
+    ('echo \'Error from server (NotFound): configmaps "kubeadm-config" not found\' >&2; exit 1', False, "partial"),
+    ('echo \'Error from server (Forbidden): configmaps "kubeadm-config" is forbidden: User "kubernetes-admin" '
+     'cannot get resource\' >&2; exit 1', False, "partial"),  # the admin's ClusterRoleBinding never made
+    ("echo 'The connection to the server 10.31.0.10:6443 was refused' >&2; exit 1", False, "unreachable"),
+])
+def test_the_init_probe_tells_a_finished_init_from_one_that_failed_after_admin_conf(
+        tmp_path: Path, kubectl: str, marked: bool, state: str) -> None:
+    """The probe the cluster stage runs on the first control plane, with kubectl a script answering as the
+    API server would: only a partial init is reset; an unreachable API server is never taken for one."""
+    bin_dir, admin, done = tmp_path / "bin", tmp_path / "admin.conf", tmp_path / "init.done"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(KUBECTL.format(body=kubectl))
+    (bin_dir / "kubectl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def probe() -> str:
+        done_ = subprocess.run(["sh", "-c", stage.init_state_command(str(admin), str(done), 1)], env=env,
+                               capture_output=True, text=True, check=True, timeout=60)
+        return done_.stdout.strip()
+
+    assert probe() == "fresh"  # no admin.conf: kubeadm init never got that far
+    admin.write_text("kind: Config\n")
+    assert probe() == state
+    assert done.exists() is marked
+    if marked:
+        (bin_dir / "kubectl").write_text(KUBECTL.format(body="exit 99"))  # the marker alone answers now
+        assert probe() == "done"
