@@ -46,7 +46,7 @@ _CERTIFICATE_KEY = re.compile(r"^[0-9a-f]{64}$")  # kubeadm's: 32 random bytes (
 TCG_TIMEOUTS = {
     "controlPlaneComponentHealthCheck": "20m0s",
     "kubeletHealthCheck": "20m0s",
-    "kubernetesAPICall": "5m0s",
+    "kubernetesAPICall": "15m0s",  # also kubeadm init's retry deadline for the admin ClusterRoleBinding
     "etcdAPICall": "5m0s",
     "tlsBootstrap": "20m0s",
     "discovery": "20m0s",
