@@ -25,15 +25,17 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from deploy.providers.base import SshEndpoint
+from deploy.providers.libvirt_net import all_network_cidrs, find_overlap
 from deploy.ssh import run_command
 from deploy.verify.checks.kubernetes import check_dns, check_nodes
 from deploy.verify.checks.runtimes import check_handler
 from deploy.verify.context import VerifyContext
 from deploy.verify.retry import CheckFailure
-from tests.integration.libvirt_fixtures import libvirtd
+from tests.integration.libvirt_fixtures import SYSTEM, libvirtd
 from tests.integration.test_deploy_libvirt import tagged
 
 __all__ = ["libvirtd"]
@@ -89,7 +91,8 @@ def cluster(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     folder = tmp_path_factory.mktemp("cluster")
     name = f"k8s{uuid.uuid4().hex[:5]}"
     lab = folder / "lab.yaml"
-    lab.write_text((ROOT / "labs/k8s/lab.yaml").read_text().replace("name: k8s\n", f"name: {name}\nttl: 3h\n"))
+    text = (ROOT / "labs/k8s/lab.yaml").read_text().replace("name: k8s\n", f"name: {name}\nttl: 3h\n")
+    lab.write_text(text.replace("10.31.0.", f"10.31.{_free_labnet_octet()}."))
     made = Cluster(name, lab, folder / "state", folder / "artifacts", 0.0, "")
     started = time.monotonic()
     proc = made.deploy("up")
@@ -103,6 +106,20 @@ def cluster(libvirtd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         done = made.deploy("destroy", timeout=900)
         assert done.returncode == 0, done.stdout + done.stderr
         assert tagged(name) == {"domains": [], "networks": [], "volumes": []}
+
+
+def _free_labnet_octet() -> int:
+    """A third octet x with 10.31.x.0/24 unused by every libvirt network here, so a lab someone left up (or a
+    second run on this host) does not fail the fixture at network:labnet."""
+    conn = libvirt.open(SYSTEM)
+    try:
+        existing = all_network_cidrs(conn)
+    finally:
+        conn.close()
+    for octet in range(0, 256):
+        if find_overlap(f"10.31.{octet}.0/24", existing) is None:
+            return octet
+    raise AssertionError(f"every 10.31.x.0/24 is taken by a libvirt network here: {existing}")
 
 
 def _existing(state: Path) -> Cluster:
