@@ -34,8 +34,9 @@ from typing import Any, Literal
 
 import yaml
 
-from deploy.cluster.kubeadm import Node
+from deploy.cluster.kubeadm import Node, url_host
 from deploy.cluster.nodes import Member, kubernetes_version
+from deploy.configure.catalog import K3S_FILE
 from deploy.errors import PlanError, StageError
 from deploy.model.resolve import ResolvedLab
 from deploy.secrets import REDACTOR
@@ -44,7 +45,7 @@ Role = Literal["server", "agent"]
 API_PORT = 6443
 CONTAINERD_SOCKET = "unix:///run/containerd/containerd.sock"
 INSTALL_URL = "https://get.k3s.io"
-MIRROR_FILE = "k3s"  # the binary's name in mirrors.files and mirrors.checksums
+MIRROR_FILE = K3S_FILE  # the binary's name in mirrors.files and mirrors.checksums
 DISABLED = ("traefik", "servicelb", "local-storage", "metrics-server")
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane:NoSchedule"
 KUBELET_ARGS = ("cgroup-driver=systemd",)  # as the node's containerd (SystemdCgroup) and the kubeadm path
@@ -147,10 +148,9 @@ def k3s_cluster(resolved: ResolvedLab, members: list[Member], *, tcg: bool = Fal
     first = members[0].kubeadm
     cilium = k8s.cni.cilium if k8s.cni else None
     endpoint = k8s.vip or first.address  # with a VIP (keepalived, as for kubeadm) every join goes through it
-    host = f"[{endpoint}]" if ":" in endpoint else endpoint
     return K3sCluster(
         name=resolved.name, version=k3s_version(kubernetes_version(k8s.version)),
-        server_url=f"https://{host}:{API_PORT}", pod_cidr=k8s.pod_cidr, service_cidr=k8s.service_cidr,
+        server_url=f"https://{url_host(endpoint)}:{API_PORT}", pod_cidr=k8s.pod_cidr, service_cidr=k8s.service_cidr,
         cert_sans=tuple(dict.fromkeys(("127.0.0.1", "localhost", first.name, first.address, endpoint))),
         servers=sum(1 for m in members if m.control_plane), own_cni=k8s.cni is not None,
         kube_proxy=not (cilium and cilium.kube_proxy_replacement), tcg=tcg, **_mirror(resolved))

@@ -178,8 +178,12 @@ def new_certificate_key() -> CertificateKey:
 def with_vip(cluster: Cluster, vip: str, port: int = 6443) -> Cluster:
     """``cluster`` reached at a virtual IP: every node (and kubeadm's controlPlaneEndpoint) uses
     ``vip:port``, and the API server's certificate names the VIP too."""
-    host = f"[{vip}]" if ":" in vip else vip
-    return replace(cluster, endpoint=f"{host}:{port}", cert_sans=(*cluster.cert_sans, vip))
+    return replace(cluster, endpoint=f"{url_host(vip)}:{port}", cert_sans=(*cluster.cert_sans, vip))
+
+
+def url_host(address: str) -> str:
+    """``address`` as the host part of a URL or ``host:port``: an IPv6 address in brackets."""
+    return f"[{address}]" if ":" in address else address
 
 
 def _node_registration(cluster: Cluster, node: Node) -> dict[str, Any]:

@@ -160,9 +160,12 @@ def needed_files(runtimes: Iterable[str], checksums: dict[str, str]) -> list[tup
             for item in RUNTIMES[name].files if uses_files(RUNTIMES[name], checksums)]
 
 
+K3S_FILE = "k3s"  # k3s's binary: its name in mirrors.files and mirrors.checksums
+
+
 def mirror_file_names() -> list[str]:
-    """Every file name a runtime can fetch from ``mirrors.files``."""
-    return sorted({item.name for spec in RUNTIMES.values() for item in spec.files} | {"k3s"})  # and k3s's binary
+    """Every file name a runtime (or k3s) can fetch from ``mirrors.files``."""
+    return sorted({item.name for spec in RUNTIMES.values() for item in spec.files} | {K3S_FILE})
 
 
 def handlers_for(runtimes: tuple[str, ...], checksums: dict[str, str]) -> list[Handler]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from deploy.configure.catalog import K3S_FILE
 from deploy.errors import Problem
 from deploy.model.load import LoadedLab
 from deploy.model.problems import problem
@@ -186,11 +187,11 @@ def check_k3s_source(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Probl
     if k8s is None or k8s.distribution != "k3s":
         return
     mirrors = resolved.lab.mirrors
-    if "k3s" in mirrors.checksums and not mirrors.files:
-        yield problem(loaded, ("mirrors", "checksums", "k3s"), "mirrors.checksums.k3s pins a k3s binary, and "
+    if K3S_FILE in mirrors.checksums and not mirrors.files:
+        yield problem(loaded, ("mirrors", "checksums", K3S_FILE), "mirrors.checksums.k3s pins a k3s binary, and "
                       "mirrors.files, where the nodes would fetch it, is not set",
                       "set mirrors: {files: http://your-file-mirror/} (serving the file k3s)")
-    if resolved.lab.bundle.source != "offline" or (mirrors.files and "k3s" in mirrors.checksums):
+    if resolved.lab.bundle.source != "offline" or (mirrors.files and K3S_FILE in mirrors.checksums):
         return
     yield problem(loaded, ("kubernetes", "distribution"),
                   "k3s comes from its upstream install script or mirrors.files, and bundle.source 'offline' never "
