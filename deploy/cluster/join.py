@@ -30,6 +30,7 @@ from deploy.resources import Outputs, Resource
 
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 JOIN_TIMEOUT = 1800.0
+JOIN_ATTEMPTS = 3  # a join whose preflight timed out on the API server runs again (:func:`preflight_timed_out`)
 DRAIN_TIMEOUT = 600.0
 _CONTROL_PLANE_JOINS = threading.Lock()
 
@@ -98,9 +99,29 @@ def _join(shell: NodeShell, cluster: kubeadm.Cluster, member: Member, secrets: k
                          "which this lab does not define", host=member.node.name, hint="set kubernetes.vip")
     if cluster.tcg:
         write_patches(shell)
-    log(f"cluster: kubeadm join of {member.node.name}")
-    shell.run("kubeadm join --config /dev/stdin", stdin=kubeadm.render_join(cluster, member.kubeadm, secrets),
-              timeout=JOIN_TIMEOUT, what=f"kubeadm join of {member.node.name}", hint=HINT)
+    config = kubeadm.render_join(cluster, member.kubeadm, secrets)
+    for attempt in range(1, JOIN_ATTEMPTS + 1):
+        log(f"cluster: kubeadm join of {member.node.name}")
+        try:
+            shell.run("kubeadm join --config /dev/stdin", stdin=config, timeout=JOIN_TIMEOUT,
+                      what=f"kubeadm join of {member.node.name}", hint=HINT)
+            return
+        except StageError as exc:
+            if attempt == JOIN_ATTEMPTS or not preflight_timed_out(exc.message):
+                raise
+            log(f"cluster: kubeadm join of {member.node.name}: the API server did not answer kubeadm's preflight "
+                f"in time (attempt {attempt} of {JOIN_ATTEMPTS}; preflight writes nothing), joining again")
+
+
+def preflight_timed_out(output: str) -> bool:
+    """Whether a failed ``kubeadm join`` stopped in its preflight phase on an API call that timed out: its
+    client gives each read of kubeadm-config and kube-proxy's ConfigMap 10 s, which an API server under TCG
+    just after init can miss. Preflight writes nothing on the node, so the same join can run again; any
+    other failure (a check that failed, a bad token) is final."""
+    return "error execution phase preflight" in output and any(sign in output for sign in _TIMEOUT_SIGNS)
+
+
+_TIMEOUT_SIGNS = ("Client.Timeout exceeded", "context deadline exceeded", "TLS handshake timeout", "i/o timeout")
 
 
 def teardown_member(_provider: Any, name: str, ctx: Any) -> None:
