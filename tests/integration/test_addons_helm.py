@@ -1,0 +1,128 @@
+"""The bundle's real helm against test charts the tests write: values, chart archives, lint, failures.
+
+No cluster: ``helm template`` and ``helm lint`` render locally; the failed upgrade goes to a closed
+port on loopback. Installing on a real API server is tests/integration/test_addons_vm.py (a VM test).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy.addons import charts, values
+from deploy.addons.helm import Helm, Release
+from deploy.errors import StageError
+from deploy.model.schema_addons import AddonSpec
+from tests.integration.helm_fixtures import CHART, package, write_test_chart
+
+pytestmark = pytest.mark.integration
+
+BASE = "replicaCount: 2\nlabels: {tier: web, team: blue}\nports: [80, 443]\nmessage: from-file\n"
+
+
+def _docs(text: str) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in yaml.safe_load_all(text) if d}
+
+
+@pytest.fixture
+def mirror(helm_binary: Path, tmp_path: Path) -> Path:
+    """A mirrors.charts folder holding the test chart at 0.1.0 and 0.2.0, packaged by helm."""
+    for version in ("0.1.0", "0.2.0"):
+        package(helm_binary, write_test_chart(tmp_path / "src" / version, version), tmp_path / "charts")
+    (tmp_path / "base.yaml").write_text(BASE)
+    return tmp_path / "charts"
+
+
+def _release(addon: AddonSpec, lab_dir: Path) -> Release:
+    values_file = lab_dir / f"{addon.name}.values.yaml"
+    values_file.write_text(values.render(addon, lab_dir))
+    source = charts.source(addon, "charts", lab_dir / "lab.yaml")
+    return Release(addon.name, addon.namespace, source, values_file)
+
+
+def test_rendered_values_reach_the_manifests_from_the_mirror(helm_binary: Path, mirror: Path) -> None:
+    lab_dir = mirror.parent
+    addon = AddonSpec(name="web", chart=CHART, version="0.2.0", namespace="demo", values_files=["base.yaml"],
+                      values={"replicaCount": 3, "labels": {"tier": None, "zone": "a"}, "ports": [8080]})
+    helm = Helm(helm_binary, lab_dir / "helm-home")
+    out = _docs(helm.template(_release(addon, lab_dir)))
+    deployment = out["Deployment"]
+    assert deployment["spec"]["replicas"] == 3  # inline over the file
+    # maps merged; a null removes the chart's default (tier: web in its values.yaml)
+    assert deployment["metadata"]["labels"] == {"team": "blue", "zone": "a"}
+    assert [p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]] == [8080]
+    assert deployment["metadata"]["namespace"] == "demo"
+    assert out["ConfigMap"]["data"] == {"message": "from-file", "chart": "0.2.0"}  # the archive of that version
+
+
+def test_one_rendered_file_renders_as_helm_merging_the_files_itself(helm_binary: Path, mirror: Path) -> None:
+    """What labdeploy merges is what Helm would have made of the values files and --set given one by one."""
+    lab_dir = mirror.parent
+    (lab_dir / "over.yaml").write_text("replicaCount: 5\nlabels: {team: null, tier: null, zone: b}\nports: [9090]\n")
+    addon = AddonSpec(name="web", chart=CHART, version="0.1.0", values_files=["base.yaml", "over.yaml"],
+                      values={"message": "inline"})
+    helm = Helm(helm_binary, lab_dir / "helm-home")
+    ours = helm.template(_release(addon, lab_dir))
+    archive = str(mirror / f"{CHART}-0.1.0.tgz")
+    theirs = helm.run(["template", "web", archive, "--namespace", "default", "-f", str(lab_dir / "base.yaml"),
+                       "-f", str(lab_dir / "over.yaml"), "--set", "message=inline"], 60, "rendering by hand")
+    assert ours == theirs
+
+
+def test_the_chart_digest_is_the_archives_and_changes_with_its_content(helm_binary: Path, mirror: Path,
+                                                                       tmp_path: Path) -> None:
+    addon = AddonSpec(name="web", chart=CHART, version="0.1.0")
+    source = charts.source(addon, str(mirror), tmp_path / "lab.yaml")
+    archive = mirror / f"{CHART}-0.1.0.tgz"
+    assert source.ref == str(archive)
+    assert source.digest == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert source.args() == [str(archive)]
+    chart = write_test_chart(tmp_path / "changed", "0.1.0")
+    (chart / "templates" / "extra.yaml").write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: extra}\n")
+    package(helm_binary, chart, mirror)  # the same version repackaged with other content
+    assert charts.source(addon, str(mirror), tmp_path / "lab.yaml").digest != source.digest
+
+
+def test_lint_passes_the_test_chart_and_names_a_broken_template(helm_binary: Path, tmp_path: Path) -> None:
+    helm = Helm(helm_binary, tmp_path / "helm-home")
+    chart = write_test_chart(tmp_path / "src")
+    rendered = tmp_path / "values.yaml"
+    rendered.write_text(values.render(AddonSpec(name="web", chart=CHART, version="0.1.0",
+                                                values={"replicaCount": 2}), tmp_path))
+    assert "1 chart(s) linted, 0 chart(s) failed" in helm.lint(chart, rendered)
+    (chart / "templates" / "broken.yaml").write_text("metadata: {name: {{ .Values.nope.deeper }}}\n")
+    with pytest.raises(StageError) as info:
+        helm.lint(chart, rendered)
+    assert "helm lint exited 1" in str(info.value)
+    assert "broken.yaml" in str(info.value)
+
+
+def test_a_failed_upgrade_reports_helm_history(helm_binary: Path, mirror: Path) -> None:
+    lab_dir = mirror.parent
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kubeconfig = lab_dir / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                  "insecure-skip-tls-verify": True}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
+        "users": [{"name": "lab", "user": {"token": "not-a-secret"}}]}))
+    kubeconfig.chmod(0o600)
+    helm = Helm(helm_binary, lab_dir / "helm-home", kubeconfig)
+    addon = AddonSpec(name="web", chart=CHART, version="0.1.0", timeout="30s", atomic=True)
+    release = _release(addon, lab_dir)
+    with pytest.raises(StageError) as info:
+        helm.upgrade(release)
+    message = str(info.value)
+    assert message.startswith("addons: installing add-on web: helm upgrade exited 1")
+    assert "connection refused" in message
+    assert "unknown flag" not in message  # every flag upgrade_args builds is one helm v3.22 has
+    assert "\nhelm history web -n default:\n(unavailable: addons: reading the history of web" in message
+    assert info.value.hint.startswith("--atomic: true rolls a failed upgrade back")
