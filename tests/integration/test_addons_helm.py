@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import stat
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +19,9 @@ import yaml
 from deploy.addons import charts, values
 from deploy.addons.helm import Helm, Release
 from deploy.errors import StageError
+from deploy.model import open_lab
 from deploy.model.schema_addons import AddonSpec
+from deploy.plan import build_resources
 from tests.integration.helm_fixtures import CHART, package, write_test_chart
 
 pytestmark = pytest.mark.integration
@@ -104,17 +108,7 @@ def test_lint_passes_the_test_chart_and_names_a_broken_template(helm_binary: Pat
 
 def test_a_failed_upgrade_reports_helm_history(helm_binary: Path, mirror: Path) -> None:
     lab_dir = mirror.parent
-    with socket.socket() as probe:  # a loopback port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    kubeconfig = lab_dir / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
-        "clusters": [{"name": "lab", "cluster": {"server": f"https://127.0.0.1:{port}",
-                                                  "insecure-skip-tls-verify": True}}],
-        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
-        "users": [{"name": "lab", "user": {"token": "not-a-secret"}}]}))
-    kubeconfig.chmod(0o600)
+    kubeconfig = _closed_kubeconfig(lab_dir)
     helm = Helm(helm_binary, lab_dir / "helm-home", kubeconfig)
     addon = AddonSpec(name="web", chart=CHART, version="0.1.0", timeout="30s", atomic=True)
     release = _release(addon, lab_dir)
@@ -126,3 +120,71 @@ def test_a_failed_upgrade_reports_helm_history(helm_binary: Path, mirror: Path) 
     assert "unknown flag" not in message  # every flag upgrade_args builds is one helm v3.22 has
     assert "\nhelm history web -n default:\n(unavailable: addons: reading the history of web" in message
     assert info.value.hint.startswith("--atomic: true rolls a failed upgrade back")
+
+
+# --- the step: what `deploy up` runs for addon:<name>, up to the API server ----------------------
+
+
+def _ctx(tmp_path: Path, kubeconfig: Path, *, destroying: bool = False) -> SimpleNamespace:
+    """The parts of a StepContext the add-on step reads (the resolved lab, its file, state and outputs)."""
+    resolved = open_lab(tmp_path / "lab.yaml")[1]
+    recorded = {"cluster:kubernetes": {"kubeconfig": str(kubeconfig)},
+                "addon:web": {"release": "web", "namespace": "demo"}, "addon:cni": {"pod_cidrs": {}}}
+    return SimpleNamespace(resolved=resolved, lab_file=tmp_path / "lab.yaml", state_dir=tmp_path / "state",
+                           destroying=destroying, outputs_of=lambda rid: recorded.get(rid, {}))
+
+
+STEP_LAB = """name: lab1
+groups: {cp: {}}
+kubernetes: {version: "1.36", control_plane: cp, cni: {bridge: {}}}
+mirrors: {charts: charts}
+addons:
+  - {name: web, chart: labdeploy-test-web, version: 0.2.0, namespace: demo, timeout: 20s, values: {message: hi}}
+"""
+
+
+def _step_lab(mirror: Path) -> tuple[Path, Path]:
+    lab_dir = mirror.parent
+    (lab_dir / "lab.yaml").write_text(STEP_LAB)
+    return lab_dir, _closed_kubeconfig(lab_dir)
+
+
+def test_the_step_installs_with_the_bundles_helm_and_a_private_values_file(mirror: Path) -> None:
+    from deploy.addons import step
+    from deploy.bundle.recipes_tools import helm as recipe
+    from deploy.bundle.store import BundleStore
+
+    if BundleStore().get(recipe().key) is None:
+        pytest.skip("helm is not in the bundle store (deploy bundle build --kubernetes 1.36)")
+    lab_dir, kubeconfig = _step_lab(mirror)
+    ctx = _ctx(lab_dir, kubeconfig)
+    resource = next(r for r in build_resources(ctx.resolved).values() if r.id == "addon:web")
+    with pytest.raises(StageError) as info:
+        step.install(resource, ctx)
+    assert "installing add-on web: helm upgrade exited 1" in str(info.value)
+    assert "connection refused" in str(info.value)
+    written = lab_dir / "state" / "addons" / "web.values.yaml"
+    assert written.read_text() == "message: hi\n"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    env = step.helm_for(ctx).run(["env"], 30, "reading helm's env")  # its cache and config: the lab's own
+    assert f'HELM_CACHE_HOME="{lab_dir / "state" / "helm" / "cache"}"' in env
+    assert f'HELM_REPOSITORY_CONFIG="{lab_dir / "state" / "helm" / "config" / "repositories.yaml"}"' in env
+    with pytest.raises(StageError, match="uninstalling add-on web: helm uninstall exited 1"):
+        step.teardown_addon(None, "web", ctx)  # a removed entry is uninstalled through the same helm
+    step.teardown_addon(None, "web", _ctx(lab_dir, kubeconfig, destroying=True))  # the cluster goes whole
+    step.teardown_addon(None, "cni", ctx)  # a typed add-on is no Helm release: nothing to uninstall
+
+
+def _closed_kubeconfig(lab_dir: Path) -> Path:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    kubeconfig = lab_dir / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                  "insecure-skip-tls-verify": True}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
+        "users": [{"name": "lab", "user": {"token": "not-a-secret"}}]}))
+    kubeconfig.chmod(0o600)
+    return kubeconfig
