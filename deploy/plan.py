@@ -355,10 +355,17 @@ def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str,
         return make("update", _update_reason(resource, record.outputs))
     if resource.id in gone:
         return make("create", "recorded but no longer exists")
-    changed = [d for d in resource.deps if done[d].action in CHANGES and done[d].reason != RECONFIGURE]
+    changed = [d for d in resource.deps if done[d].action in CHANGES and done[d].reason != RECONFIGURE
+               and not _order_only(resource, d)]
     if changed:  # a re-run of configure on request re-converges hosts; it does not redo what follows
         return make("update", f"{changed[0]} changes")
     return make("keep", "")
+
+
+def _order_only(resource: Resource, dep: ResourceId) -> bool:
+    """A Helm release's add-on dependencies order installs; their change leaves its own release as it is
+    (a re-run would only add a helm revision that changes nothing)."""
+    return dep.kind == "addon" and resource.kind == "addon" and "chart" in resource.inputs
 
 
 def _update_reason(resource: Resource, recorded: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ import graphlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from deploy.errors import Problem
 from deploy.model.load import LoadedLab
 from deploy.model.problems import names, problem
@@ -123,10 +125,19 @@ def _source(loaded: LoadedLab, index: int, addon: AddonSpec, charts: str | None,
 def _values_files(loaded: LoadedLab, index: int, addon: AddonSpec) -> Iterator[Problem]:
     base = loaded.file.parent
     for pos, name in enumerate(addon.values_files):
+        path = ("addons", index, "values_files", pos)
         if not (base / name).is_file():
-            yield problem(loaded, ("addons", index, "values_files", pos),
-                          f"add-on {addon.name}: values file {name} does not exist",
+            yield problem(loaded, path, f"add-on {addon.name}: values file {name} does not exist",
                           f"paths are relative to the lab file's folder ({base})")
+            continue
+        try:
+            data = yaml.safe_load((base / name).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            yield problem(loaded, path, f"add-on {addon.name}: values file {name} is not YAML: {exc}".splitlines()[0])
+            continue
+        if data is not None and not isinstance(data, dict):
+            yield problem(loaded, path, f"add-on {addon.name}: values file {name} is not a YAML mapping",
+                          "a values file maps value names to values, as a chart's values.yaml does")
 
 
 ADDON_CHECKS = [check_addon_names, check_addon_after, check_addon_sources]

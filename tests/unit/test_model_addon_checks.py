@@ -113,3 +113,14 @@ def test_values_files_must_exist_and_addons_need_a_cluster(tmp_path: Path) -> No
     start, end = text.index("kubernetes:"), text.index("mirrors:")
     no_cluster = only(tmp_path, text[:start] + text[end:])
     assert no_cluster.message == "addons: needs a cluster, and the lab has no kubernetes: section"
+
+
+def test_a_values_file_must_be_a_yaml_mapping(tmp_path: Path) -> None:
+    entry = "  - {name: podinfo, chart: podinfo, version: 6.7.0, values_files: [v.yaml]}\n"
+    (tmp_path / "v.yaml").write_text("- replicaCount: 2\n")
+    problem = only(tmp_path, _lab(tmp_path, entry))
+    assert (problem.message, problem.location.line) == ("add-on podinfo: values file v.yaml is not a YAML mapping", 16)
+    (tmp_path / "v.yaml").write_text("replicaCount: [2\n")
+    assert only(tmp_path, _lab(tmp_path, entry)).message.startswith("add-on podinfo: values file v.yaml is not YAML")
+    (tmp_path / "v.yaml").write_text("replicaCount: 2\n")
+    assert valid(tmp_path, _lab(tmp_path, entry)).lab.addons[0].values_files == ["v.yaml"]

@@ -98,6 +98,15 @@ def test_a_new_chart_version_plans_an_upgrade_naming_both_versions(tmp_path: Pat
     assert "~ addon:redis" in plan_text(plan)
     assert "update  (upgrade 20.1.0 → 20.2.0)" in plan_text(plan)
     assert _change(plan, "addon:cni") == ("keep", "")
+    assert _change(plan, "addon:podinfo") == ("keep", "")  # after: redis orders it; its release is unchanged
+
+
+def test_a_changed_cluster_still_reinstalls_the_releases(tmp_path: Path) -> None:
+    state = _applied(make_plan(_resolve(tmp_path), LabState("lab1")))
+    plan = make_plan(_resolve(tmp_path, LAB.replace("kubernetes:\n", "kubernetes:\n  pod_cidr: 10.245.0.0/16\n")),
+                     state)
+    assert _change(plan, "cluster:kubernetes") == ("update", "inputs changed")
+    assert _change(plan, "addon:redis") == ("update", "cluster:kubernetes changes")
 
 
 def test_changed_values_and_a_repackaged_archive_are_updates_that_say_so(tmp_path: Path) -> None:
