@@ -223,11 +223,23 @@ def _kubernetes(resolved: ResolvedLab, resources: list[Resource]) -> list[Resour
             out.append(Resource(ResourceId("addon", name), "addon", name, None, (*joined, *after),
                                 {"spec": addon, "nodes": nodes}, runnable=_addon_runnable(name, addon)))
     cni = (ResourceId("addon", "cni"),) if addons["cni"] else ()
-    return out + _helm_releases(resolved, (*joined, *cni))
+    return out + _helm_releases(resolved, (*joined, *cni, *_helm_build(resolved, resources)))
+
+
+def _helm_build(resolved: ResolvedLab, resources: list[Resource]) -> tuple[ResourceId, ...]:
+    """The bundle step that builds helm, where the lab builds its bundle and has Helm releases."""
+    if not resolved.lab.addons or resolved.lab.kubernetes is None:
+        return ()
+    from deploy.bundle import ArtifactKey
+    from deploy.bundle.catalog import minor
+
+    step = ResourceId("bundle", str(ArtifactKey("helm", minor(resolved.lab.kubernetes.version).helm)))
+    return (step,) if any(r.id == step for r in resources) else ()
 
 
 def _helm_releases(resolved: ResolvedLab, first: tuple[ResourceId, ...]) -> list[Resource]:
-    """One ``addon:<name>`` per entry of ``addons:``, after the cluster, the CNI and what it names in after:."""
+    """One ``addon:<name>`` per entry of ``addons:``, after the cluster, the CNI and what it names in after:
+    (and the bundle's helm, when a step of this run builds it)."""
     from deploy.addons import releases
 
     lab = resolved.lab

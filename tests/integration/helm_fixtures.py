@@ -72,12 +72,14 @@ def helm_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_one(recipe, tmp_path_factory.mktemp("helm"))[0]
 
 
-def write_test_chart(root: Path, version: str = "0.1.0", name: str = CHART) -> Path:
+def write_test_chart(root: Path, version: str = "0.1.0", name: str = CHART, *, workload: bool = True) -> Path:
+    """The test chart; without ``workload`` only its ConfigMap (no image to pull, for a real cluster here)."""
     chart = root / name
     (chart / "templates").mkdir(parents=True, exist_ok=True)
     (chart / "Chart.yaml").write_text(CHART_YAML.format(name=name, version=version))
     (chart / "values.yaml").write_text(VALUES_YAML)
-    (chart / "templates" / "deployment.yaml").write_text(DEPLOYMENT)
+    if workload:
+        (chart / "templates" / "deployment.yaml").write_text(DEPLOYMENT)
     (chart / "templates" / "configmap.yaml").write_text(CONFIGMAP)
     return chart
 

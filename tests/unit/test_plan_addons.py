@@ -132,3 +132,12 @@ def test_a_removed_addon_plans_its_uninstall_before_the_cluster_goes(tmp_path: P
     everything = make_plan(_resolve(tmp_path, no_cluster), state)
     deleted = [c.resource_id for c in everything.changes if c.action == "delete"]
     assert deleted.index("addon:podinfo") < deleted.index("cluster:kubernetes")
+
+
+def test_with_a_built_bundle_the_releases_wait_for_the_step_that_builds_helm(tmp_path: Path) -> None:
+    plan = make_plan(_resolve(tmp_path, LAB + "bundle: {source: build}\n"), LabState("lab1"))
+    helm = next(r for r in plan.resources if r.startswith("bundle:helm@"))
+    assert helm in plan.resources["addon:redis"].deps
+    assert helm in plan.resources["addon:podinfo"].deps
+    assert helm not in plan.resources["addon:cni"].deps
+    check_acyclic(plan.resources)  # the stage registry lets add-ons wait for bundle steps
