@@ -30,7 +30,11 @@ def install(resource: Resource, ctx: Any) -> Outputs:
     atomic_write(values_file, values.render(addon, lab_dir).encode(), 0o600)
     source = charts.source(addon, ctx.resolved.lab.mirrors.charts, Path(ctx.lab_file))
     release = Release(addon.name, addon.namespace, source, values_file, addon.wait, addon.timeout, addon.atomic)
-    helm_for(ctx).upgrade(release)
+    helm = helm_for(ctx)
+    recorded = ctx.outputs_of(resource.id)
+    if recorded.get("release") and recorded.get("namespace") != addon.namespace:  # moved: the old one goes first
+        helm.uninstall(recorded["release"], recorded["namespace"])
+    helm.upgrade(release)
     return releases.outputs(resource.inputs)
 
 

@@ -6,9 +6,13 @@ port on loopback. Installing on a real API server is tests/integration/test_addo
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import socket
 import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -173,6 +177,10 @@ def test_the_step_installs_with_the_bundles_helm_and_a_private_values_file(mirro
         step.teardown_addon(None, "web", ctx)  # a removed entry is uninstalled through the same helm
     step.teardown_addon(None, "web", _ctx(lab_dir, kubeconfig, destroying=True))  # the cluster goes whole
     step.teardown_addon(None, "cni", ctx)  # a typed add-on is no Helm release: nothing to uninstall
+    (lab_dir / "lab.yaml").write_text(STEP_LAB.replace("namespace: demo", "namespace: elsewhere"))
+    moved = _ctx(lab_dir, kubeconfig)  # the recorded release is in demo
+    with pytest.raises(StageError, match="uninstalling add-on web: helm uninstall exited 1"):
+        step.install(resource, moved)  # a release moved to another namespace is uninstalled from the old first
 
 
 def _closed_kubeconfig(lab_dir: Path) -> Path:
@@ -188,3 +196,35 @@ def _closed_kubeconfig(lab_dir: Path) -> Path:
         "users": [{"name": "lab", "user": {"token": "not-a-secret"}}]}))
     kubeconfig.chmod(0o600)
     return kubeconfig
+
+
+@pytest.fixture
+def chart_repository(helm_binary: Path, mirror: Path) -> Iterator[str]:
+    """The mirror folder indexed by ``helm repo index`` and served over HTTP on loopback (stopped after)."""
+    Helm(helm_binary, mirror.parent / "helm-home").run(["repo", "index", str(mirror)], 60, "indexing the mirror")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_chart_repository_mirror_serves_the_pinned_version(helm_binary: Path, mirror: Path,
+                                                             chart_repository: str) -> None:
+    lab_dir = mirror.parent
+    for version in ("0.1.0", "0.2.0"):
+        addon = AddonSpec(name="web", chart=CHART, version=version, values={"message": "over http"})
+        source = charts.source(addon, chart_repository, lab_dir / "lab.yaml")
+        values_file = lab_dir / "web.values.yaml"
+        values_file.write_text(values.render(addon, lab_dir))
+        out = _docs(Helm(helm_binary, lab_dir / "helm-home").template(Release("web", "demo", source, values_file)))
+        assert out["ConfigMap"]["data"] == {"message": "over http", "chart": version}
+    missing = AddonSpec(name="web", chart=CHART, version="0.3.0")
+    with pytest.raises(StageError, match=r"helm template exited 1: .*0\.3\.0"):
+        Helm(helm_binary, lab_dir / "helm-home").template(
+            Release("web", "demo", charts.source(missing, chart_repository, lab_dir / "lab.yaml"), values_file))
