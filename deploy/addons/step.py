@@ -49,13 +49,15 @@ def teardown_addon(_provider: object, name: str, ctx: Any) -> None:
 def helm_for(ctx: Any) -> Helm:
     from deploy.bundle import ArtifactKey
     from deploy.bundle.catalog import minor
+    from deploy.bundle.recipes_tools import HELM_VERSION
     from deploy.bundle.store import BundleStore
 
-    version = minor(ctx.resolved.lab.kubernetes.version).helm
+    k8s = ctx.resolved.lab.kubernetes  # None when the lab dropped kubernetes: and its releases go with it
+    version = minor(k8s.version).helm if k8s is not None else HELM_VERSION
     stored = BundleStore().get(ArtifactKey("helm", version))
     if stored is None:
         raise StageError(STAGE, f"helm {version} is not in the bundle store",
-                         hint=f"deploy bundle build --kubernetes {ctx.resolved.lab.kubernetes.version} makes it")
+                         hint=f"deploy bundle build --kubernetes {k8s.version if k8s else '<minor>'} makes it")
     kubeconfig = Path(ctx.outputs_of("cluster:kubernetes")["kubeconfig"])
     return Helm(stored.path, ctx.state_dir / "helm", kubeconfig)
 

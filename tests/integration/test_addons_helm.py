@@ -181,6 +181,9 @@ def test_the_step_installs_with_the_bundles_helm_and_a_private_values_file(mirro
     moved = _ctx(lab_dir, kubeconfig)  # the recorded release is in demo
     with pytest.raises(StageError, match="uninstalling add-on web: helm uninstall exited 1"):
         step.install(resource, moved)  # a release moved to another namespace is uninstalled from the old first
+    (lab_dir / "lab.yaml").write_text("name: lab1\ngroups: {cp: {}}\n")  # kubernetes: and addons: both gone
+    with pytest.raises(StageError, match="uninstalling add-on web: helm uninstall exited 1"):
+        step.teardown_addon(None, "web", _ctx(lab_dir, kubeconfig))
 
 
 def _closed_kubeconfig(lab_dir: Path) -> Path:
