@@ -41,9 +41,10 @@ class ChartSource:
         return {"ref": self.ref, "repo": self.repo, "version": self.version, "digest": self.digest}
 
 
-def source(addon: AddonSpec, charts: str | None, lab_file: Path) -> ChartSource:
+def source(addon: AddonSpec, charts: str | None, lab_dir: Path) -> ChartSource:
+    """The chart of ``addon``; ``charts`` is the lab's mirrors.charts, ``lab_dir`` the lab file's folder."""
     if charts:
-        folder = chart_folder(lab_file, charts)
+        folder = chart_folder(lab_dir, charts)
         if folder is not None:
             return _archive(addon, folder)
         return _remote(addon, charts)

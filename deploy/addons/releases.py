@@ -17,7 +17,7 @@ from deploy.model.schema_addons import AddonSpec
 
 
 def inputs(addon: AddonSpec, mirror: str | None, lab_dir: Path) -> dict[str, Any]:
-    source = charts.source(addon, mirror, lab_dir / "lab.yaml")
+    source = charts.source(addon, mirror, lab_dir)
     return {"release": addon.name, "namespace": addon.namespace, "chart": source.identity(),
             "values": values.digest(values.render(addon, lab_dir)),
             "helm": {"wait": addon.wait, "timeout": addon.timeout, "atomic": addon.atomic}}

@@ -28,7 +28,7 @@ def install(resource: Resource, ctx: Any) -> Outputs:
     values_file = ctx.state_dir / "addons" / f"{addon.name}.values.yaml"
     values_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(values_file, values.render(addon, lab_dir).encode(), 0o600)
-    source = charts.source(addon, ctx.resolved.lab.mirrors.charts, Path(ctx.lab_file))
+    source = charts.source(addon, ctx.resolved.lab.mirrors.charts, lab_dir)
     release = Release(addon.name, addon.namespace, source, values_file, addon.wait, addon.timeout, addon.atomic)
     helm = helm_for(ctx)
     recorded = ctx.outputs_of(resource.id)

@@ -81,18 +81,18 @@ def _cycle(loaded: LoadedLab, addons: list[AddonSpec]) -> Iterator[Problem]:
                       "an add-on is installed after those it names; remove one of these after: entries")
 
 
-def chart_folder(loaded_file: Path, charts: str) -> Path | None:
-    """``mirrors.charts`` as a folder of chart archives (None when it is a URL)."""
+def chart_folder(lab_dir: Path, charts: str) -> Path | None:
+    """``mirrors.charts`` as a folder of chart archives, relative to the lab file's folder (None for a URL)."""
     if "://" in charts and not charts.startswith("file://"):
         return None
     path = Path(charts.removeprefix("file://")).expanduser()
-    return path if path.is_absolute() else loaded_file.parent / path
+    return path if path.is_absolute() else lab_dir / path
 
 
 def check_addon_sources(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
     """Each chart has a source: a chart archive in the mirror folder, a repository, or an oci:// chart."""
     charts = resolved.lab.mirrors.charts
-    folder = chart_folder(loaded.file, charts) if charts else None
+    folder = chart_folder(loaded.file.parent, charts) if charts else None
     if charts and folder is None and not charts.startswith(("http://", "https://", "oci://")):
         yield problem(loaded, ("mirrors", "charts"), f"mirrors.charts {charts!r} is neither a folder nor a URL",
                       "write a folder of chart archives, http(s)://host/path or oci://host/path")

@@ -49,7 +49,7 @@ def mirror(helm_binary: Path, tmp_path: Path) -> Path:
 def _release(addon: AddonSpec, lab_dir: Path) -> Release:
     values_file = lab_dir / f"{addon.name}.values.yaml"
     values_file.write_text(values.render(addon, lab_dir))
-    source = charts.source(addon, "charts", lab_dir / "lab.yaml")
+    source = charts.source(addon, "charts", lab_dir)
     return Release(addon.name, addon.namespace, source, values_file)
 
 
@@ -85,7 +85,7 @@ def test_one_rendered_file_renders_as_helm_merging_the_files_itself(helm_binary:
 def test_the_chart_digest_is_the_archives_and_changes_with_its_content(helm_binary: Path, mirror: Path,
                                                                        tmp_path: Path) -> None:
     addon = AddonSpec(name="web", chart=CHART, version="0.1.0")
-    source = charts.source(addon, str(mirror), tmp_path / "lab.yaml")
+    source = charts.source(addon, str(mirror), tmp_path)
     archive = mirror / f"{CHART}-0.1.0.tgz"
     assert source.ref == str(archive)
     assert source.digest == hashlib.sha256(archive.read_bytes()).hexdigest()
@@ -93,7 +93,7 @@ def test_the_chart_digest_is_the_archives_and_changes_with_its_content(helm_bina
     chart = write_test_chart(tmp_path / "changed", "0.1.0")
     (chart / "templates" / "extra.yaml").write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: extra}\n")
     package(helm_binary, chart, mirror)  # the same version repackaged with other content
-    assert charts.source(addon, str(mirror), tmp_path / "lab.yaml").digest != source.digest
+    assert charts.source(addon, str(mirror), tmp_path).digest != source.digest
 
 
 def test_lint_passes_the_test_chart_and_names_a_broken_template(helm_binary: Path, tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ def test_a_chart_repository_mirror_serves_the_pinned_version(helm_binary: Path, 
     lab_dir = mirror.parent
     for version in ("0.1.0", "0.2.0"):
         addon = AddonSpec(name="web", chart=CHART, version=version, values={"message": "over http"})
-        source = charts.source(addon, chart_repository, lab_dir / "lab.yaml")
+        source = charts.source(addon, chart_repository, lab_dir)
         values_file = lab_dir / "web.values.yaml"
         values_file.write_text(values.render(addon, lab_dir))
         out = _docs(Helm(helm_binary, lab_dir / "helm-home").template(Release("web", "demo", source, values_file)))
@@ -230,4 +230,4 @@ def test_a_chart_repository_mirror_serves_the_pinned_version(helm_binary: Path, 
     missing = AddonSpec(name="web", chart=CHART, version="0.3.0")
     with pytest.raises(StageError, match=r"helm template exited 1: .*0\.3\.0"):
         Helm(helm_binary, lab_dir / "helm-home").template(
-            Release("web", "demo", charts.source(missing, chart_repository, lab_dir / "lab.yaml"), values_file))
+            Release("web", "demo", charts.source(missing, chart_repository, lab_dir), values_file))

@@ -31,7 +31,7 @@ def _addon(**fields: object) -> AddonSpec:
 ])
 def test_remote_sources_name_the_chart_by_reference_and_version(addon: AddonSpec, mirror: str | None,
                                                                 args: list[str], tmp_path: Path) -> None:
-    source = charts.source(addon, mirror, tmp_path / "lab.yaml")
+    source = charts.source(addon, mirror, tmp_path)
     assert source.args() == args
     assert source.digest is None  # known by reference until helm pulls it
     assert source.identity()["version"] == "6.7.0"
@@ -40,14 +40,14 @@ def test_remote_sources_name_the_chart_by_reference_and_version(addon: AddonSpec
 def test_a_mirror_folder_is_relative_to_the_lab_and_hashes_the_archive(tmp_path: Path) -> None:
     (tmp_path / "charts").mkdir()
     (tmp_path / "charts" / "podinfo-6.7.0.tgz").write_bytes(b"one")
-    one = charts.source(_addon(), "charts", tmp_path / "lab.yaml")
+    one = charts.source(_addon(), "charts", tmp_path)
     assert one.args() == [str(tmp_path / "charts" / "podinfo-6.7.0.tgz")]  # an archive is its own version
     (tmp_path / "charts" / "podinfo-6.7.0.tgz").write_bytes(b"two")
-    assert charts.source(_addon(), f"file://{tmp_path / 'charts'}", tmp_path / "x" / "lab.yaml").digest != one.digest
+    assert charts.source(_addon(), f"file://{tmp_path / 'charts'}", tmp_path / "x").digest != one.digest
     with pytest.raises(PlanError, match=r"cannot read chart archive .*podinfo-6.8.0.tgz"):
-        charts.source(_addon(version="6.8.0"), "charts", tmp_path / "lab.yaml")
+        charts.source(_addon(version="6.8.0"), "charts", tmp_path)
 
 
 def test_without_mirror_or_repo_there_is_no_source(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="add-on web: chart 'podinfo' has no source"):
-        charts.source(_addon(), None, tmp_path / "lab.yaml")
+        charts.source(_addon(), None, tmp_path)
