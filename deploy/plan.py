@@ -22,6 +22,7 @@ import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from deploy import resources as rid
@@ -221,7 +222,31 @@ def _kubernetes(resolved: ResolvedLab, resources: list[Resource]) -> list[Resour
             after = (ResourceId("addon", "cni"),) if name in ("mesh", "runtimes") and addons["cni"] else ()
             out.append(Resource(ResourceId("addon", name), "addon", name, None, (*joined, *after),
                                 {"spec": addon, "nodes": nodes}, runnable=_addon_runnable(name, addon)))
-    return out
+    cni = (ResourceId("addon", "cni"),) if addons["cni"] else ()
+    return out + _helm_releases(resolved, (*joined, *cni, *_helm_build(resolved, resources)))
+
+
+def _helm_build(resolved: ResolvedLab, resources: list[Resource]) -> tuple[ResourceId, ...]:
+    """The bundle step that builds helm, where the lab builds its bundle and has Helm releases."""
+    if not resolved.lab.addons or resolved.lab.kubernetes is None:
+        return ()
+    from deploy.bundle import ArtifactKey
+    from deploy.bundle.catalog import minor
+
+    step = ResourceId("bundle", str(ArtifactKey("helm", minor(resolved.lab.kubernetes.version).helm)))
+    return (step,) if any(r.id == step for r in resources) else ()
+
+
+def _helm_releases(resolved: ResolvedLab, first: tuple[ResourceId, ...]) -> list[Resource]:
+    """One ``addon:<name>`` per entry of ``addons:``, after the cluster, the CNI and what it names in after:
+    (and the bundle's helm, when a step of this run builds it)."""
+    from deploy.addons import releases
+
+    lab = resolved.lab
+    lab_dir = resolved.lab_dir or Path.cwd()
+    return [Resource(ResourceId("addon", a.name), "addon", a.name, None,
+                     (*first, *(ResourceId("addon", d) for d in a.after if ResourceId("addon", d) not in first)),
+                     releases.inputs(a, lab.mirrors.charts, lab_dir)) for a in lab.addons]
 
 
 def _addon_runnable(name: str, spec: Any) -> bool:
@@ -289,7 +314,7 @@ def diff(lab: str, resources: dict[str, Resource], state: LabState, missing: Ite
         if change.action != "keep" and not runnable:
             change = Change(change.resource_id, change.kind, change.action, change.reason, supported=False)
         actions[resource_id] = change
-    deletes = [Change(k, rec.kind, "delete", "no longer in the lab")
+    deletes = [Change(k, rec.kind, "delete", _delete_reason(rec.kind, rec.outputs))
                for k, rec in sorted(state.resources.items()) if k not in resources]
     return Plan(lab, resources, [actions[k] for k in order] + delete_order(deletes))
 
@@ -339,13 +364,36 @@ def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str,
     if record.status in ("failed", "running", "interrupted"):
         return make("retry", f"last attempt {record.status}")
     if record.input_hash != resource.input_hash:
-        return make("update", "inputs changed")
+        return make("update", _update_reason(resource, record.outputs))
     if resource.id in gone:
         return make("create", "recorded but no longer exists")
-    changed = [d for d in resource.deps if done[d].action in CHANGES and done[d].reason != RECONFIGURE]
+    changed = [d for d in resource.deps if done[d].action in CHANGES and done[d].reason != RECONFIGURE
+               and not _order_only(resource, d)]
     if changed:  # a re-run of configure on request re-converges hosts; it does not redo what follows
         return make("update", f"{changed[0]} changes")
     return make("keep", "")
+
+
+def _order_only(resource: Resource, dep: ResourceId) -> bool:
+    """A Helm release's add-on dependencies order installs; their change leaves its own release as it is
+    (a re-run would only add a helm revision that changes nothing)."""
+    return dep.kind == "addon" and resource.kind == "addon" and "chart" in resource.inputs
+
+
+def _update_reason(resource: Resource, recorded: dict[str, Any]) -> str:
+    if resource.kind == "addon" and "chart" in resource.inputs:  # a Helm release: say what the upgrade is
+        from deploy.addons import releases
+
+        return releases.update_reason(resource.inputs, recorded)
+    return "inputs changed"
+
+
+def _delete_reason(kind: str, recorded: dict[str, Any]) -> str:
+    if kind == "addon":
+        from deploy.addons import releases
+
+        return releases.delete_reason(recorded)
+    return "no longer in the lab"
 
 
 def delete_order(deletes: list[Change]) -> list[Change]:

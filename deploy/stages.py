@@ -57,7 +57,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("cluster", "cluster", run="deploy.cluster.stage:run_cluster_step", waits_for=("configure", "reachable")),
     Stage("member", "cluster", run="deploy.cluster.join:run_member_step",
           teardown="deploy.cluster.join:teardown_member", waits_for=("cluster", "configure", "reachable")),
-    Stage("addon", "addons", run="deploy.cluster.addons:run_addon_step", waits_for=("cluster", "member", "addon")),
+    Stage("addon", "addons", run="deploy.cluster.addons:run_addon_step", teardown="deploy.addons.step:teardown_addon",
+          waits_for=("cluster", "member", "addon", "bundle")),  # bundle: the helm the Helm releases run
     Stage("ansible", "ansible", waits_for=("configure", "reachable")),
 )
 _BY_KIND = {stage.kind: stage for stage in STAGES}

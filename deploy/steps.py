@@ -204,6 +204,7 @@ def teardown_network(provider: SomeProvider, name: str, _ctx: StepContext) -> No
 def destroy(record: ResourceRecord, ctx: StepContext) -> None:
     """Tear down one recorded resource through its stage's declared teardown (if it has one)."""
     teardown = stage_of(record.kind).teardown_fn()
-    if teardown is None or record.provider is None or record.provider not in ctx.resolved.providers:
+    if teardown is None or (record.provider is not None and record.provider not in ctx.resolved.providers):
         return
-    teardown(ctx.providers.get(record.provider), rid.ResourceId.parse(record.id).name, ctx)
+    provider = ctx.providers.get(record.provider) if record.provider is not None else None  # add-ons have none
+    teardown(provider, rid.ResourceId.parse(record.id).name, ctx)

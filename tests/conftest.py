@@ -12,7 +12,8 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins = ["tests.integration.sshd_fixtures", "tests.integration.vcsim_fixtures", "tests.provider_plugin"]
+pytest_plugins = ["tests.integration.sshd_fixtures", "tests.integration.vcsim_fixtures",
+                  "tests.integration.helm_fixtures", "tests.provider_plugin"]
 
 _TRUE = {"1", "true", "yes", "on"}
 

@@ -4,8 +4,9 @@
 node gets its conflist, the routes to the other nodes' pod CIDRs over the lab network and the one
 NAT rule for traffic leaving the pod range (:mod:`deploy.cluster.bridge`); then the nodes must turn
 Ready and CoreDNS must roll out. ``addon:runtimes``: one RuntimeClass per runtime of the lab,
-server-side applied, scheduled onto nodes labelled for the handler. Helm add-ons (Cilium, Istio,
-the GPU operator) come with the add-ons issue: the plan marks them not runnable here.
+server-side applied, scheduled onto nodes labelled for the handler. The entries of ``addons:`` are
+Helm releases (:mod:`deploy.addons.step`); the typed Helm add-ons (Cilium, Istio, the GPU operator)
+are not yet: the plan marks them not runnable here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ ROLLOUT_TIMEOUT = 900.0
 
 
 def run_addon(resource: Resource, ctx: Any) -> Outputs:
+    from deploy.addons import step
+
+    if step.is_release(resource):
+        return step.install(resource, ctx)
     if resource.name == "cni":
         return _bridge(ctx)
     if resource.name == "runtimes":

@@ -13,6 +13,7 @@ def open_lab(path: Path) -> tuple[LoadedLab, ResolvedLab]:
     """Load, validate, resolve and check a lab file; one ConfigError lists every problem."""
     loaded = load_lab(path)
     resolved = resolve(loaded.lab)
+    resolved.lab_dir = Path(path).parent
     check_lab(loaded, resolved)
     return loaded, resolved
 

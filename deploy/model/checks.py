@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from deploy.errors import ConfigError, Problem
+from deploy.model.checks_addons import ADDON_CHECKS
 from deploy.model.checks_configure import (
     check_kubernetes_apt,
     check_mirrors,
@@ -240,4 +241,4 @@ CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
                        check_host_ports, check_roles, check_kubernetes_apt, check_runtime_files, check_mirrors,
                        check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
-                       check_control_planes, check_cni, check_vip, check_k3s_source]
+                       check_control_planes, check_cni, check_vip, check_k3s_source, *ADDON_CHECKS]

@@ -13,6 +13,7 @@ import ipaddress
 import itertools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from deploy.model.implied import Implied, fill_nodes
@@ -37,6 +38,7 @@ class ResolvedLab:
     sources: dict[str, tuple[str | int, ...]] = field(default_factory=dict)  # node -> YAML path
     implied: Implied = field(default_factory=Implied)  # what the file left out and resolution added
     written: Lab | None = None  # the lab as the file wrote it (``lab`` has the implied entries)
+    lab_dir: Path | None = None  # the lab file's folder: relative paths of the file (values files, charts) start here
 
     def nodes_of(self, selector: str) -> list[ResolvedNode]:
         """Nodes named by a group, a node name, a role, or ``all``."""

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from deploy.model.schema_addons import AddonSpec
 from deploy.model.schema_kubernetes import KubernetesSpec, Runtime
 from deploy.model.strict import Strict
 
@@ -350,6 +351,9 @@ class MirrorsSpec(Strict):
     checksums: dict[str, SHA256] = Field(
         default_factory=dict, description="sha256 of each file taken from files:, by file name "
         "(e.g. {runsc: <64 hex digits>}); every file a runtime needs must have one")
+    charts: str | None = Field(
+        None, description="where add-on charts come from instead of their repo: a folder of <chart>-<version>.tgz "
+        "files (a path, relative to the lab file), the http(s) URL of a chart repository, or oci://host/path")
 
 
 class BundleSpec(Strict):
@@ -402,3 +406,5 @@ class Lab(Strict):
     mirrors: MirrorsSpec = Field(default_factory=MirrorsSpec)
     system: SystemSpec = Field(default_factory=SystemSpec)
     bundle: BundleSpec = Field(default_factory=BundleSpec)
+    addons: list[AddonSpec] = Field(
+        default_factory=list, description="Helm releases installed after the cluster and its CNI (needs kubernetes:)")
