@@ -22,7 +22,6 @@ import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field, is_dataclass
-from pathlib import Path
 from typing import Any
 
 from deploy import resources as rid
@@ -214,44 +213,9 @@ def _kubernetes(resolved: ResolvedLab, resources: list[Resource]) -> list[Resour
                                 (cluster_id, *_after_configure([name], resources)),
                                 {"control_plane": node.group == k8s.control_plane, "labels": node.labels},
                                 runnable=runnable))
-    joined = tuple(r.id for r in out)
-    addons = {"cni": spec["cni"], "mesh": spec["mesh"], "gpu": spec["gpu_operator"],
-              "runtimes": spec["runtimes"] if set(spec["runtimes"]) - {"runc"} else None}
-    for name, addon in addons.items():
-        if addon:
-            after = (ResourceId("addon", "cni"),) if name in ("mesh", "runtimes") and addons["cni"] else ()
-            out.append(Resource(ResourceId("addon", name), "addon", name, None, (*joined, *after),
-                                {"spec": addon, "nodes": nodes}, runnable=_addon_runnable(name, addon)))
-    cni = (ResourceId("addon", "cni"),) if addons["cni"] else ()
-    return out + _helm_releases(resolved, (*joined, *cni, *_helm_build(resolved, resources)))
+    from deploy.addons.plan import resources as addon_resources
 
-
-def _helm_build(resolved: ResolvedLab, resources: list[Resource]) -> tuple[ResourceId, ...]:
-    """The bundle step that builds helm, where the lab builds its bundle and has Helm releases."""
-    if not resolved.lab.addons or resolved.lab.kubernetes is None:
-        return ()
-    from deploy.bundle import ArtifactKey
-    from deploy.bundle.catalog import minor
-
-    step = ResourceId("bundle", str(ArtifactKey("helm", minor(resolved.lab.kubernetes.version).helm)))
-    return (step,) if any(r.id == step for r in resources) else ()
-
-
-def _helm_releases(resolved: ResolvedLab, first: tuple[ResourceId, ...]) -> list[Resource]:
-    """One ``addon:<name>`` per entry of ``addons:``, after the cluster, the CNI and what it names in after:
-    (and the bundle's helm, when a step of this run builds it)."""
-    from deploy.addons import releases
-
-    lab = resolved.lab
-    lab_dir = resolved.lab_dir or Path.cwd()
-    return [Resource(ResourceId("addon", a.name), "addon", a.name, None,
-                     (*first, *(ResourceId("addon", d) for d in a.after if ResourceId("addon", d) not in first)),
-                     releases.inputs(a, lab.mirrors.charts, lab_dir)) for a in lab.addons]
-
-
-def _addon_runnable(name: str, spec: Any) -> bool:
-    """Add-ons this machine can install: the bridge CNI and the RuntimeClasses (Helm's come with the add-ons issue)."""
-    return name == "runtimes" or (name == "cni" and bool(spec.get("bridge") is not None))
+    return out + addon_resources(resolved, tuple(r.id for r in out), resources)
 
 
 def _after_configure(nodes: list[str], resources: list[Resource]) -> tuple[ResourceId, ...]:
@@ -375,24 +339,22 @@ def _change(resource: Resource, state: LabState, gone: set[str], done: dict[str,
 
 
 def _order_only(resource: Resource, dep: ResourceId) -> bool:
-    """A Helm release's add-on dependencies order installs; their change leaves its own release as it is
-    (a re-run would only add a helm revision that changes nothing)."""
-    return dep.kind == "addon" and resource.kind == "addon" and "chart" in resource.inputs
+    from deploy.addons.plan import order_only
+
+    return order_only(resource, dep)
 
 
 def _update_reason(resource: Resource, recorded: dict[str, Any]) -> str:
-    if resource.kind == "addon" and "chart" in resource.inputs:  # a Helm release: say what the upgrade is
-        from deploy.addons import releases
+    from deploy.addons.plan import update_reason
 
-        return releases.update_reason(resource.inputs, recorded)
-    return "inputs changed"
+    return update_reason(resource, recorded)
 
 
 def _delete_reason(kind: str, recorded: dict[str, Any]) -> str:
     if kind == "addon":
-        from deploy.addons import releases
+        from deploy.addons.plan import delete_reason
 
-        return releases.delete_reason(recorded)
+        return delete_reason(recorded)
     return "no longer in the lab"
 
 

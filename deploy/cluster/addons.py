@@ -5,8 +5,8 @@ node gets its conflist, the routes to the other nodes' pod CIDRs over the lab ne
 NAT rule for traffic leaving the pod range (:mod:`deploy.cluster.bridge`); then the nodes must turn
 Ready and CoreDNS must roll out. ``addon:runtimes``: one RuntimeClass per runtime of the lab,
 server-side applied, scheduled onto nodes labelled for the handler. The entries of ``addons:`` are
-Helm releases (:mod:`deploy.addons.step`); the typed Helm add-ons (Cilium, Istio, the GPU operator)
-are not yet: the plan marks them not runnable here.
+Helm releases (:mod:`deploy.addons.step`), and so are the typed add-ons Cilium, Istio and the GPU
+operator (their charts and images cannot be fetched on this machine: right by construction here).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def run_addon(resource: Resource, ctx: Any) -> Outputs:
 
     if step.is_release(resource):
         return step.install(resource, ctx)
+    if step.is_typed(resource):
+        return step.install_typed(resource, ctx)
     if resource.name == "cni":
         return _bridge(ctx)
     if resource.name == "runtimes":

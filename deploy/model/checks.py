@@ -31,6 +31,7 @@ from deploy.model.checks_kubernetes import (
     check_kubernetes_version,
     check_vip,
 )
+from deploy.model.checks_typed_addons import TYPED_ADDON_CHECKS
 from deploy.model.implied import MGMT, USER_NETWORKS
 from deploy.model.load import LoadedLab
 from deploy.model.problems import field_path, names, problem
@@ -164,9 +165,6 @@ def check_kubernetes(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Probl
             if group not in resolved.lab.groups:
                 yield problem(loaded, ("kubernetes", key), f"kubernetes.{key} names unknown group {group!r}",
                                f"defined groups: {names(resolved.lab.groups)}")
-    if k8s.mesh and k8s.mesh.istio and not (k8s.cni and k8s.cni.cilium):
-        yield problem(loaded, ("kubernetes", "mesh"), "a service mesh needs a CNI",
-                       "add kubernetes.cni: {cilium: {version: ...}}")
     if k8s.gpu_operator and not any(n.gpus for n in resolved.nodes.values()):
         yield problem(loaded, ("kubernetes", "gpu_operator"), "the GPU operator needs at least one node with gpus:",
                        "add gpus: [{pci: '0000:3b:00.0'}] to a node, or remove gpu_operator")
@@ -241,4 +239,5 @@ CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
                        check_host_ports, check_roles, check_kubernetes_apt, check_runtime_files, check_mirrors,
                        check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
-                       check_control_planes, check_cni, check_vip, check_k3s_source, *ADDON_CHECKS]
+                       check_control_planes, check_cni, check_vip, check_k3s_source, *ADDON_CHECKS,
+                       *TYPED_ADDON_CHECKS]

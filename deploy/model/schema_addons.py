@@ -19,7 +19,7 @@ from deploy.model.strict import Strict
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
 AddonName = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits and dashes")]
 # SemVer 2 as Helm's Masterminds/semver reads a chart version (a leading v is tolerated, as Helm does)
-_SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
                      r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$")
 _TIMEOUT = re.compile(r"^(\d+)(s|m|h)$")
 TYPED_ADDONS = ("cni", "mesh", "gpu", "runtimes")  # the resource names of kubernetes.cni, .mesh, .gpu_operator, ...
@@ -54,7 +54,7 @@ class AddonSpec(Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not _SEMVER.match(value):
+        if not SEMVER.match(value):
             raise ValueError(f"{value!r} is not a chart version; write the exact SemVer version, e.g. 1.17.0")
         return value
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -12,10 +12,27 @@ from deploy.model.strict import Strict
 # --- kubernetes ----------------------------------------------------------------------------
 
 
+class HubbleSpec(Strict):
+    relay: bool = Field(True, description="hubble-relay: the cluster-wide flow API the hubble CLI reads")
+    ui: bool = Field(False, description="hubble-ui, the flow graph in a browser")
+
+
 class CiliumSpec(Strict):
-    version: str
-    kube_proxy_replacement: bool = False
-    hubble: bool = False
+    version: str = Field(description="the cilium chart version (the chart and its images share it), e.g. 1.17.0")
+    kube_proxy_replacement: bool = Field(
+        False, description="Cilium's eBPF replaces kube-proxy (kubeadm skips its kube-proxy add-on); Cilium then "
+        "reaches the API server at kubernetes.vip or the first control plane's lab address")
+    hubble: bool | HubbleSpec = Field(False, description="true (relay on) or {relay: ..., ui: ...}")
+    ipam: Literal["kubernetes", "cluster-pool"] = Field(
+        "kubernetes", description="kubernetes: the pod CIDRs the controller manager gives the nodes; "
+        "cluster-pool: Cilium's operator splits kubernetes.pod_cidr itself")
+    values: dict[str, Any] = Field(default_factory=dict, description="chart values over those labdeploy renders")
+
+    @property
+    def hubble_spec(self) -> HubbleSpec | None:
+        if self.hubble is False:
+            return None
+        return HubbleSpec() if self.hubble is True else self.hubble
 
 
 class BridgeCniSpec(Strict):
@@ -28,19 +45,47 @@ class CniSpec(Strict):
 
 
 class IstioSpec(Strict):
-    version: str
+    version: str = Field(description="the Istio chart version (base, istiod, cni, ztunnel share it), e.g. 1.24.0")
     mode: Literal["ambient", "sidecar"] = "sidecar"
-    mtls: Literal["STRICT", "PERMISSIVE"] = "STRICT"
+    mtls: Literal["STRICT", "PERMISSIVE"] = Field(
+        "STRICT", description="the mesh-wide PeerAuthentication's mode (istio-system/default)")
+    namespaces: list[str] = Field(
+        default_factory=list, description="namespaces enrolled in the mesh: labelled istio.io/dataplane-mode=ambient "
+        "(ambient) or istio-injection=enabled (sidecar); created when missing")
+    ingress_gateway: bool = Field(False, description="an ingress gateway (the gateway chart) in istio-ingress")
+    values: dict[str, Any] = Field(default_factory=dict, description="istiod chart values over labdeploy's")
 
 
 class MeshSpec(Strict):
     istio: IstioSpec | None = None
 
 
+class TimeSlicingSpec(Strict):
+    replicas: int = Field(description="how many pods share each GPU (at least 1)")
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"time_slicing.replicas is {value}; each GPU is shared by at least 1 pod, write 1 or more")
+        return value
+
+
 class GpuOperatorSpec(Strict):
-    version: str
-    driver: Literal["preinstalled", "operator"] = "preinstalled"
+    version: str = Field(description="the gpu-operator chart version, e.g. v24.9.0")
+    driver: Literal["preinstalled", "operator", "precompiled"] = Field(
+        "preinstalled", description="preinstalled: the node image has the NVIDIA driver; operator: the operator "
+        "builds it on each node; precompiled: the operator's precompiled driver images (driver_version: the branch)")
+    driver_version: str | None = Field(None, description="driver version (operator) or branch, e.g. 550 (precompiled)")
     mig_strategy: Literal["none", "single", "mixed"] = "none"
+    mig_profiles: dict[str, int] = Field(
+        default_factory=dict, description="MIG devices per GPU, e.g. {1g.10gb: 7} or {3g.40gb: 1, 4g.40gb: 1}; "
+        "required by mig_strategy: mixed")
+    time_slicing: TimeSlicingSpec | None = Field(None, description="share each GPU between pods: {replicas: N}")
+    toolkit: bool = Field(True, description="the operator's container toolkit configures containerd's nvidia handler")
+    nfd: bool = Field(True, description="Node Feature Discovery finds the GPU nodes; off: labdeploy labels "
+                      "the nodes with gpus: itself")
+    values: dict[str, Any] = Field(default_factory=dict, description="chart values over those labdeploy renders")
 
 
 Runtime = Literal["runc", "crun", "gvisor", "kata", "wasmedge", "spin"]

@@ -13,6 +13,7 @@ from deploy.model.resolve import ResolvedLab
 
 def lab_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "lab.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 

@@ -144,8 +144,9 @@ def test_kubernetes_unknown_control_plane_and_workers(tmp_path: Path) -> None:
 
 def test_mesh_without_cni(tmp_path: Path) -> None:
     problem = only(tmp_path, K8S + "  control_plane: control\n  mesh: {istio: {version: 1.24.0}}\n")
-    assert problem.message == "a service mesh needs a CNI"
+    assert problem.message == "a service mesh needs a CNI, and kubernetes.cni is not set"
     assert "cilium" in problem.hint
+    assert "bridge" in problem.hint
     assert problem.location.line == 16
     assert problem.location.path == "kubernetes.mesh"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from deploy.addons import releases
+from deploy.addons import releases, typed
 from deploy.model import ResolvedLab, open_lab
 from deploy.plan import Plan, check_acyclic, make_plan
 from deploy.render import plan_text
@@ -33,7 +33,8 @@ addons:
   - {name: redis, chart: redis, version: 20.1.0, namespace: data}
   - {name: podinfo, chart: podinfo, version: 6.7.0, namespace: demo, after: [redis, mesh], values: {replicaCount: 2}}
 """
-ARCHIVES = ("redis-20.1.0.tgz", "redis-20.2.0.tgz", "podinfo-6.7.0.tgz")
+ARCHIVES = ("redis-20.1.0.tgz", "redis-20.2.0.tgz", "podinfo-6.7.0.tgz",  # and the typed add-ons' charts:
+            "cilium-1.17.0.tgz", "base-1.24.0.tgz", "istiod-1.24.0.tgz")
 
 
 def _resolve(tmp_path: Path, text: str = LAB) -> ResolvedLab:
@@ -51,6 +52,7 @@ def _applied(plan: Plan) -> LabState:
     state = LabState(plan.lab)
     for rid, res in plan.resources.items():
         outputs = releases.outputs(res.inputs) if "chart" in res.inputs else {}
+        outputs = typed.outputs(res.inputs) if "releases" in res.inputs else outputs
         state.resources[rid] = ResourceRecord(rid, res.kind, res.input_hash, "ok", res.provider, outputs=outputs)
     return state
 
@@ -139,5 +141,5 @@ def test_with_a_built_bundle_the_releases_wait_for_the_step_that_builds_helm(tmp
     helm = next(r for r in plan.resources if r.startswith("bundle:helm@"))
     assert helm in plan.resources["addon:redis"].deps
     assert helm in plan.resources["addon:podinfo"].deps
-    assert helm not in plan.resources["addon:cni"].deps
+    assert helm in plan.resources["addon:cni"].deps  # Cilium is a Helm release too
     check_acyclic(plan.resources)  # the stage registry lets add-ons wait for bundle steps

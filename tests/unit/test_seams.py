@@ -44,6 +44,7 @@ groups:
   cp: {count: 1, roles: [k8s-control-plane]}
 kubernetes: {version: "1.36", control_plane: cp, cni: {cilium: {version: 1.17.0}},
              apt: {repo: "https://pkgs.k8s.io/core:/stable:/v{version}/deb/ /"}}
+ansible: [{hosts: all, roles: [lab_baseline]}]
 """
 
 
@@ -87,10 +88,10 @@ def test_plan_marks_steps_no_stage_can_run_and_counts_them_apart(tmp_path: Path)
     resolved = open_lab(lab_file(tmp_path, K8S))[1]
     plan = make_plan(resolved, LabState("k8s"))
     counts = plan.count()
-    assert counts["unsupported"] == 1  # addon:cni of Cilium (Helm add-ons come with the add-ons issue)
+    assert counts["unsupported"] == 1  # ansible:0 (Ansible roles come with the Ansible issue)
     assert counts["create"] == len(plan.resources) - 1
     text = plan_text(plan)
-    assert "  ! addon:cni" in text
+    assert "  ! ansible:0" in text
     assert "not supported yet" in text
     assert "1 not supported yet (marked !)" in text
 
@@ -99,7 +100,7 @@ def test_validate_says_which_steps_up_would_refuse(tmp_path: Path, capsys: pytes
     assert main(["validate", str(lab_file(tmp_path, K8S))]) == 0
     err = capsys.readouterr().err
     assert "cannot run 1 step(s) of this lab yet" in err
-    assert "addon:cni" in err
+    assert "ansible:0" in err
 
 
 def test_plan_has_no_side_effects(tmp_path: Path) -> None:
