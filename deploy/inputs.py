@@ -171,6 +171,7 @@ def cluster_expect(resolved: ResolvedLab) -> ClusterExpect:
         istio_mode=istio.mode if istio else "sidecar",
         mtls_strict=istio.mtls == "STRICT" if istio else True,
         mig_strategy=k8s.gpu_operator.mig_strategy if k8s.gpu_operator else None,
+        network_policy=bool(k8s.cni and (k8s.cni.cilium or (k8s.cni.bridge and k8s.cni.bridge.network_policy))),
         **_bundle_checks(resolved))
 
 

@@ -32,7 +32,8 @@ def resources(resolved: ResolvedLab, joined: tuple[ResourceId, ...], built: list
     helm_typed = typed.typed_addons(resolved)
     nodes = typed.cluster_nodes(resolved)
     spec = k8s.model_dump()
-    wanted = {"cni": spec["cni"], "mesh": spec["mesh"], "gpu": spec["gpu_operator"],
+    cni_spec = k8s.cni.model_dump(exclude_defaults=True) if k8s.cni else None  # a new default changes no hash
+    wanted = {"cni": cni_spec, "mesh": spec["mesh"], "gpu": spec["gpu_operator"],
               "runtimes": spec["runtimes"] if set(spec["runtimes"]) - {"runc"} else None}
     cni = (CNI,) if wanted["cni"] else ()
     helm = _helm_build(resolved, built)

@@ -68,7 +68,13 @@ def lab_wanted(resolved: ResolvedLab) -> Wanted:
     k8s = resolved.lab.kubernetes
     if k8s is None:
         return Wanted()
-    return wanted(k8s.version, resolved.runtimes)
+    want = wanted(k8s.version, resolved.runtimes)
+    if k8s.cni and k8s.cni.bridge and k8s.cni.bridge.network_policy:  # the enforcer and its image
+        from deploy.bundle import images, recipes_tools
+
+        enforcer = images.network_policy_image(images.from_store(BundleStore()))
+        want = Wanted([*want.recipes, recipes_tools.network_policies(), enforcer], want.not_buildable)
+    return want
 
 
 def build(want: Wanted, store: BundleStore, *, parallel: int | None = None,

@@ -201,6 +201,15 @@ def wasm_image(fetch: Fetch) -> ImageRecipe:
                        annotations=(WASM_VARIANT,), fetch=fetch)
 
 
+def network_policy_image(fetch: Fetch) -> ImageRecipe:
+    """kube-network-policies alone at /bin: ``localhost/labdeploy/kube-network-policies:<version>``."""
+    from deploy.bundle import recipes_tools
+
+    build = recipes_tools.network_policies()
+    image = binary_image(f"{LOCAL}/kube-network-policies:{build.key.version}", build.key, "/bin", fetch)
+    return replace(image, requires=(build.key,), identity=lambda _key: f"recipe {build.recipe_hash()}")
+
+
 def verification(fetch: Fetch) -> list[ImageRecipe]:
     return [shell_image(fetch), wasm_image(fetch)]
 

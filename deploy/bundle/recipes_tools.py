@@ -15,6 +15,9 @@ binary's version command names the pinned version.
 - CoreDNS (``github.com/coredns/coredns``, main at the module root): its default plugin set
   (plugin.cfg, generated into core/plugin/zplugin.go, which the module ships) includes kubernetes.
 - Helm 3 (``helm.sh/helm/v3/cmd/helm``), stamped as its Makefile does.
+- kube-network-policies (``sigs.k8s.io/kube-network-policies/cmd``, v0.8.0: nftables through netlink
+  and an nfqueue, so its image is the static binary alone, as upstream's distroless one); it has no
+  version flag, so the build check is ``-h`` (Go's flag package prints the usage and exits 0).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ COREDNS_VERSIONS = ("v1.13.1", "v1.14.2", "v1.14.6")
 COREDNS_COMMITS = {"v1.13.1": "1db4568", "v1.14.2": "dd1df4f"}
 
 HELM_VERSION = "v3.22.0"
+NETPOL_VERSION = "v0.8.0"  # sigs.k8s.io/kube-network-policies: NetworkPolicy for the bridge CNI
 # Helm's Makefile stamps the Kubernetes version it assumes from its k8s.io/client-go (v0.37.0 -> 1.37).
 HELM_KUBE_MINOR = {"v3.22.0": "37"}
 
@@ -96,6 +100,16 @@ def helm(version: str = HELM_VERSION) -> GoBuild:
         package="helm.sh/helm/v3/cmd/helm",
         ldflags=tuple(stamps),
         version_args=("version", "--short"),
+    )
+
+
+def network_policies(version: str = NETPOL_VERSION) -> GoBuild:
+    """kube-network-policies from go/kube-network-policies-<version>/ (static, no stamps upstream has)."""
+    return GoBuild(
+        key=ArtifactKey("kube-network-policies", version),
+        module=f"kube-network-policies-{version}",
+        package="sigs.k8s.io/kube-network-policies/cmd",
+        version_args=("-h",),
     )
 
 

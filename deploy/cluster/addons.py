@@ -3,7 +3,8 @@
 ``addon:cni`` (bridge): once every node has the pod CIDR the controller manager allocated, each
 node gets its conflist, the routes to the other nodes' pod CIDRs over the lab network and the one
 NAT rule for traffic leaving the pod range (:mod:`deploy.cluster.bridge`); then the nodes must turn
-Ready and CoreDNS must roll out. ``addon:runtimes``: one RuntimeClass per runtime of the lab,
+Ready and CoreDNS must roll out; with ``network_policy`` the enforcer's DaemonSet too
+(:mod:`deploy.cluster.netpol`). ``addon:runtimes``: one RuntimeClass per runtime of the lab,
 server-side applied, scheduled onto nodes labelled for the handler. The entries of ``addons:`` are
 Helm releases (:mod:`deploy.addons.step`), and so are the typed add-ons Cilium, Istio and the GPU
 operator (their charts and images cannot be fetched on this machine: right by construction here).
@@ -52,7 +53,25 @@ def _bridge(ctx: Any) -> Outputs:
     changed = [m.node.name for m in nodes if _program_node(ctx, m, table, log)]
     kube.wait_nodes_ready(api, names, NODES_TIMEOUT, stage="addons")
     kube.wait_rollout(api, "Deployment", "kube-system", "coredns", ROLLOUT_TIMEOUT, stage="addons")
-    return {"pod_cidrs": cidrs, "changed": changed}
+    return {"pod_cidrs": cidrs, "changed": changed, "network_policy": _network_policy(ctx, api, log)}
+
+
+def _network_policy(ctx: Any, api: Any, log: Callable[[str], None]) -> bool:
+    """kube-network-policies where the lab asks for it (rolled out on every node); removed where it no
+    longer does (nothing to remove on a cluster that never had it)."""
+    from deploy.cluster import kube, netpol
+
+    k8s = ctx.resolved.lab.kubernetes
+    if not k8s.cni.bridge.network_policy:
+        for api_version, kind, name, namespace in netpol.OBJECTS:
+            if kube.delete_object(api, api_version, kind, name, namespace, stage="addons"):
+                log(f"addons: removed {kind} {name} (network_policy is off)")
+        return False
+    ref, pull = netpol.image(ctx.resolved.lab.bundle.source in ("build", "offline"))
+    log(f"addons: NetworkPolicy enforcer {ref} on every node")
+    kube.apply(api, netpol.manifests(ref, pull), stage="addons")
+    kube.wait_rollout(api, "DaemonSet", netpol.NAMESPACE, netpol.NAME, ROLLOUT_TIMEOUT, stage="addons")
+    return True
 
 
 def _program_node(ctx: Any, member: Member, table: dict[str, tuple[str, str]], log: Callable[[str], None]) -> bool:
@@ -64,6 +83,10 @@ def _program_node(ctx: Any, member: Member, table: dict[str, tuple[str, str]], l
     k8s = ctx.resolved.lab.kubernetes
     commands = [*bridge.service_guard(k8s.service_cidr), *bridge.routes(name, table),
                 bridge.masquerade(table[name][1], k8s.pod_cidr)]
+    if k8s.cni.bridge.network_policy:
+        from deploy.cluster import netpol
+
+        commands.append(netpol.modprobe())
     if current != text:
         log(f"addons: bridge CNI on {name} ({table[name][1]})")
         commands.insert(0, f"mkdir -p /etc/cni/net.d && printf %s {shlex.quote(text)} > {bridge.CONFLIST}")

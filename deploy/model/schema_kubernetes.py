@@ -38,6 +38,10 @@ class CiliumSpec(Strict):
 class BridgeCniSpec(Strict):
     """The CNI plugins' bridge and host-local on each node, with routes between the nodes' pod CIDRs."""
 
+    network_policy: bool = Field(
+        False, description="enforce NetworkPolicy (the bridge CNI does not): kube-network-policies as a DaemonSet, "
+        "from the bundle's image (bundle: build/offline) or registry.k8s.io")
+
 
 class CniSpec(Strict):
     bridge: BridgeCniSpec | None = None

@@ -73,6 +73,7 @@ class ClusterExpect:
     istio_mode: str = "sidecar"  # sidecar | ambient
     mtls_strict: bool = True
     mig_strategy: str | None = None  # none | single | mixed
+    network_policy: bool = False  # the CNI (Cilium) or the bridge CNI's enforcer enforces NetworkPolicy
     namespace: str = "default"  # where test pods run (must exist)
     images: PodImages = field(default_factory=PodImages)
     pod_timeout: float = 180.0

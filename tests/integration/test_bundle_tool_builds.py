@@ -1,4 +1,4 @@
-"""Real builds of gVisor (runsc, the containerd shim), CoreDNS and Helm from the Go module proxy.
+"""Real builds of gVisor (runsc, the containerd shim), CoreDNS, Helm and kube-network-policies from the Go module proxy.
 
 The caches are the real ones ($LABDEPLOY_CACHE/go, default ~/.cache/labdeploy/go), so a rerun on the
 same machine only links (2-5 s each). Measured cold, on two cores shared with other builds and with the
@@ -103,3 +103,12 @@ def test_helm_assumes_the_kubernetes_minor_of_its_client_go(helm: tuple[GoBuild,
     )
     out = _with_args(recipe, ("template", str(chart))).check(binary)
     assert f'kube: "{tools.HELM_KUBE_MINOR[recipe.key.version]}"' in out
+
+
+def test_kube_network_policies_builds_static_with_its_flags(tmp_path: Path) -> None:
+    recipe = tools.network_policies()
+    binary = build_one(recipe, tmp_path)[0]
+    usage = recipe.check(binary)  # -h: the flag package's usage, exit 0
+    for flag in ("-nfqueue-id", "-hostname-override", "-disable-nri", "-metrics-bind-address"):
+        assert flag in usage  # the flags the DaemonSet passes (deploy/cluster/netpol.py)
+    assert is_static(binary)

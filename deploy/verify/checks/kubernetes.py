@@ -60,7 +60,16 @@ def checks(ctx: VerifyContext) -> list[Check]:
             ctx.kubectl("get pods -o wide -l app.kubernetes.io/managed-by=labdeploy-verify"),
             slow,
         ),
+        *([_network_policy(ctx)] if ctx.cluster.network_policy else []),
     ]
+
+
+def _network_policy(ctx: VerifyContext) -> Check:
+    from deploy.verify.checks.netpol import check_network_policy
+
+    return Check("NetworkPolicy enforced", "kubernetes", partial(check_network_policy, ctx), None,
+                 ctx.kubectl("get networkpolicy -A; kubectl -n kube-system get ds kube-network-policies"),
+                 Deadline(timeout=ctx.cluster.pod_timeout * 4, interval=10, attempts=1))
 
 
 def readyz(api: Any) -> tuple[int, str]:
