@@ -186,7 +186,8 @@ def _configure_shared(resolved: ResolvedLab) -> dict[str, Any]:
     hosts = {n.name: [nic.ip for nic in n.nics if nic.ip] for n in resolved.nodes.values()}
     digest = hashlib.sha256(json.dumps(hosts, sort_keys=True).encode()).hexdigest()[:16]
     # without defaults: a field a later version adds (with its default) leaves converged nodes as they are
-    return {"hosts": digest, "mirrors": lab.mirrors.model_dump(exclude_defaults=True),
+    # mirrors.charts is the host's (Helm runs there): nodes are not reconfigured when it changes
+    return {"hosts": digest, "mirrors": lab.mirrors.model_dump(exclude_defaults=True, exclude={"charts"}),
             "kubernetes": lab.kubernetes.model_dump(exclude_defaults=True) if lab.kubernetes else None,
             **({"system": lab.system.model_dump()} if lab.system.model_dump(exclude_defaults=True) else {})}
 

@@ -67,3 +67,10 @@ def test_verify_runs_the_policy_check_where_policy_is_enforced(tmp_path: Path) -
     assert cluster_expect(valid(tmp_path / "b", BRIDGE)).network_policy is False
     cilium = LAB + "  cni: {cilium: {version: 1.17.0}}\n"
     assert cluster_expect(valid(tmp_path / "c", cilium)).network_policy is True  # Cilium enforces it itself
+
+
+def test_a_chart_mirror_is_the_hosts_and_reconfigures_no_node(tmp_path: Path) -> None:
+    (tmp_path / "b" / "charts").mkdir(parents=True)
+    before = build_resources(valid(tmp_path / "a", BRIDGE))
+    after = build_resources(valid(tmp_path / "b", BRIDGE + "mirrors: {charts: charts}\n"))
+    assert before["configure:control-1"].input_hash == after["configure:control-1"].input_hash
