@@ -52,19 +52,22 @@ def object_id(obj: dict[str, Any], resource: Resource | None = None) -> str:
 
 
 def apply(
-    api: client.ApiClient, manifests: list[dict[str, Any]], field_manager: str = "labdeploy", *, stage: str = "cluster"
+    api: client.ApiClient, manifests: list[dict[str, Any]], field_manager: str = "labdeploy", *, stage: str = "cluster",
+    dry_run: bool = False,
 ) -> list[str]:
-    """Server-side apply each manifest in order; the ids (:func:`object_id`) of those that changed."""
+    """Server-side apply each manifest in order; the ids (:func:`object_id`) of those that changed.
+    ``dry_run``: the API server validates and admits each one and stores nothing."""
     discovery = Discovery(api, stage)
     changed = []
     for obj in manifests:
         resource = discovery.resource(str(obj.get("apiVersion")), str(obj.get("kind")))
-        if apply_one(api, resource, obj, field_manager, stage):
+        if apply_one(api, resource, obj, field_manager, stage, dry_run=dry_run):
             changed.append(object_id(obj, resource))
     return changed
 
 
-def apply_one(api: client.ApiClient, resource: Resource, obj: dict[str, Any], manager: str, stage: str) -> bool:
+def apply_one(api: client.ApiClient, resource: Resource, obj: dict[str, Any], manager: str, stage: str, *,
+              dry_run: bool = False) -> bool:
     """Apply one object; whether the API server changed it (created or new resourceVersion)."""
     meta = obj.get("metadata") or {}
     name, namespace = str(meta.get("name") or ""), meta.get("namespace")
@@ -72,7 +75,7 @@ def apply_one(api: client.ApiClient, resource: Resource, obj: dict[str, Any], ma
         raise StageError(stage, f"cannot apply a {resource.kind} without metadata.name")
     path = resource.path(name, namespace)
     before = _resource_version(api, path, object_id(obj, resource), stage)
-    query = [("fieldManager", manager), ("force", True)]
+    query = [("fieldManager", manager), ("force", True), *([("dryRun", "All")] if dry_run else [])]
     try:
         after = request(api, "PATCH", path, query=query, body=obj, content_type=APPLY)
     except ApiException as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -32,6 +33,7 @@ from deploy.providers.base import SshEndpoint
 from deploy.providers.libvirt_net import all_network_cidrs, find_overlap
 from deploy.ssh import run_command
 from deploy.verify.checks.kubernetes import check_dns, check_nodes
+from deploy.verify.checks.netpol import check_network_policy
 from deploy.verify.checks.runtimes import check_handler
 from deploy.verify.context import VerifyContext
 from deploy.verify.retry import CheckFailure
@@ -172,6 +174,47 @@ def test_a_second_up_of_the_converged_cluster_changes_nothing(cluster: Cluster) 
     assert "No changes" in proc.stdout
 
 
+TYPED = """  mesh: {istio: {version: 1.24.0, mode: ambient, namespaces: [shop]}}
+  gpu_operator: {version: v24.9.0, mig_strategy: mixed, mig_profiles: {1g.10gb: 7}, time_slicing: {replicas: 4},
+                 nfd: false}
+"""
+
+
+def test_the_objects_around_typed_addons_pass_the_real_api_servers_validation(cluster: Cluster,
+                                                                               tmp_path: Path) -> None:
+    """Cilium, Istio and the GPU operator cannot be installed here; the built-in objects labdeploy creates
+    around their releases are server-side applied with dryRun=All to this cluster's API server (its
+    OpenAPI schema and admission, stored nowhere), with the GPU node labels on the real nodes."""
+    from deploy.addons import typed
+    from deploy.addons.step import node_label_patches
+    from deploy.cluster import kube
+    from deploy.model import open_lab
+
+    text = cluster.file.read_text().replace("  runtimes:", TYPED + "  runtimes:", 1)
+    text += 'nodes:\n  workers-1: {gpus: [{pci: "0000:3b:00.0"}]}\n'
+    (tmp_path / "lab.yaml").write_text(text)
+    addons = typed.typed_addons(open_lab(tmp_path / "lab.yaml")[1])
+    objects = [o for a in addons.values() for o in a.objects if o["apiVersion"] == "v1"]
+    for obj in objects:  # the namespaces they live in exist only once the charts are installed
+        if obj["kind"] != "Namespace":
+            obj["metadata"]["namespace"] = "default"
+    labels = node_label_patches(addons["gpu"].node_labels)
+    assert sorted(o["kind"] for o in objects) == ["ConfigMap", "ConfigMap", "Namespace", "Namespace"]
+    assert [o["metadata"]["name"] for o in labels] == ["control-1", "workers-1"]
+    api = kube.client_for(cluster.kubeconfig)
+    try:
+        kube.apply(api, objects, stage="addons", dry_run=True)
+        kube.apply(api, labels, field_manager="labdeploy-addons", stage="addons", dry_run=True)
+        assert _api_nodes(cluster) == ["control-1", "workers-1"]
+        from kubernetes import client
+
+        core = client.CoreV1Api(api)
+        assert "gpu-operator" not in [n.metadata.name for n in core.list_namespace().items]  # stored nowhere
+        assert "nvidia.com/gpu.deploy.operands" not in (core.read_node("workers-1").metadata.labels or {})
+    finally:
+        api.close()
+
+
 # --- faults, each caught by its check called on the real cluster (a whole `deploy verify` layer would wait
 # out every other check's deadline too) ---
 
@@ -210,6 +253,15 @@ def _gvisor_on_worker(ctx: VerifyContext) -> None:
     check_handler(ctx, next(t for t in ctx.targets if t.name == "workers-1"), "gvisor")
 
 
+def _reapply_enforcer() -> str:
+    """The shell (on control-1) that applies the NetworkPolicy enforcer's objects again, as addon:cni did."""
+    from deploy.cluster import netpol
+
+    manifests = {"apiVersion": "v1", "kind": "List", "items": netpol.manifests(*netpol.image(bundled=True))}
+    return f"printf %s {shlex.quote(json.dumps(manifests))} | {ADMIN_KUBECTL} apply -f -"
+
+
+ADMIN_KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 CLUSTER_FAULTS = {
     # name: (node, break it, check, what its failure says, undo it)
     "gVisor handler removed": (
@@ -223,6 +275,10 @@ CLUSTER_FAULTS = {
                         "deployment coredns", check_dns, "DNS",
                         "kubeadm init phase addon coredns --kubernetes-version v1.36.3 --service-cidr 10.96.0.0/12 "
                         "--kubeconfig /etc/kubernetes/super-admin.conf"),  # admin.conf's RBAC bootstrap times out
+    "NetworkPolicy enforcer deleted": (  # its pods remove their nftables table as they stop: policies go unenforced
+        "control-1", f"{ADMIN_KUBECTL} -n kube-system delete daemonset kube-network-policies --wait=true && "
+        f"{ADMIN_KUBECTL} -n kube-system wait --for=delete pod -l app=kube-network-policies --timeout=120s",
+        check_network_policy, "denying all ingress", _reapply_enforcer()),
 }
 
 

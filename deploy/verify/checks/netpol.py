@@ -24,7 +24,7 @@ from deploy.verify.checks import connectivity, pods
 from deploy.verify.context import VerifyContext
 from deploy.verify.retry import CheckFailure
 
-SETTLE_S = 60.0  # how long the enforcer may take to program a policy change
+SETTLE_S = 90.0  # how long the enforcer may take to program a policy change (each try is one client pod)
 
 
 def policy(name: str, server: dict[str, str], allow_from: dict[str, str] | None) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def _expect(fetch: Callable[[], pods.PodRun], answered: bool, when: str, url: st
     """Run the client until its outcome is ``answered`` (the enforcer programs policies asynchronously)."""
     try:
         poll(fetch, lambda run: _answered(run) == answered, describe=f"the client {when}",
-             deadline_s=SETTLE_S + ctx.cluster.pod_timeout, interval=2.0)
+             deadline_s=SETTLE_S, interval=2.0)
     except RetryTimeout as exc:
         last = last_value(exc)
         seen = last if isinstance(last, pods.PodRun) else None
