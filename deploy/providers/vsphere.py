@@ -1,7 +1,7 @@
 """The ``vsphere`` provider: lab machines as VMs on a vCenter, through pyvmomi (``labdeploy[vsphere]``).
 
 Its spec is :class:`deploy.model.schema.VsphereProviderSpec`. One session per run (opened on first
-use, logged out by :meth:`close`); every VM lives in a folder named after the lab and carries the
+use, logged out by :meth:`close`, and logged in again once when vCenter says it is gone mid-operation); every VM lives in a folder named after the lab and carries the
 lab's tags in ``extraConfig`` (``labdeploy.*``), so destroy and reap find it without local state.
 Machines are clones of ``image: {template: NAME}`` (linked from the template's current snapshot
 unless ``clone: full``). Lab networks (mode bridge) are existing port groups, named by their ``bridge:`` (lab
@@ -14,8 +14,10 @@ machines need SSH stops at ``reachable``; one without ``verify``/configure stops
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from pyVmomi import vim as _vim
 
@@ -29,6 +31,8 @@ from deploy.providers.vsphere_session import connect, disconnect
 from deploy.providers.vsphere_tasks import TaskCap, wait_task
 
 vim: Any = _vim  # pyvmomi's stubs leave the data objects untyped
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _POWER = {"poweredOn": "running", "poweredOff": "stopped", "suspended": "stopped"}
 _BAD_NAME_CHARS = set("%/\\")
@@ -47,18 +51,67 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         self._portgroups: dict[str, str] = {}  # lab network -> port group
         self.tasks = TaskCap(spec.max_tasks)
         self._folder_lock = threading.RLock()  # parallel creates and deletes share one lab folder
+        self._session_lock = threading.RLock()
+
+    # -- the operations, each renewing an expired session once ------------------------------
+    def check(self) -> None:
+        return self._renewing("checking the placement", self._check)
+
+    def create_network(self, net: ResolvedNetwork, tags: Tags) -> dict[str, Any]:
+        return self._renewing(f"finding port group {net.name}", lambda: self._create_network(net, tags))
+
+    def prepare_image(self, image: ResolvedImage) -> dict[str, Any]:
+        return self._renewing(f"finding template {image.name}", lambda: self._prepare_image(image))
+
+    def create_machine(self, node: ResolvedNode, tags: Tags) -> MachineInfo:
+        return self._renewing(f"creating {node.name}", lambda: self._create_machine(node, tags))
+
+    def status(self, name: str) -> MachineInfo:
+        return self._renewing(f"reading {name}", lambda: self._status(name))
+
+    def delete_machine(self, name: str) -> None:
+        return self._renewing(f"deleting {name}", lambda: self._delete_machine(name))
+
+    def find_resources(self, lab: str | None = None) -> list[TaggedResource]:
+        return self._renewing("listing tagged VMs", lambda: self._find_resources(lab))
+
+    def reap_candidates(self) -> list[TaggedResource]:
+        return self._renewing("listing tagged VMs", self._reap_candidates)
+
+    def reap_remove(self, resource: TaggedResource) -> None:
+        return self._renewing(f"reaping {resource.name}", lambda: self._reap_remove(resource))
 
     # -- session and placement -------------------------------------------------------------
     @property
     def si(self) -> Any:
-        if self._si is None:
-            self._si = connect(self.spec, self.ctx.secret(self.spec.password))
-        return self._si
+        with self._session_lock:
+            if self._si is None:
+                self._si = connect(self.spec, self.ctx.secret(self.spec.password))
+            return self._si
 
     def close(self) -> None:
-        if self._si is not None:
-            disconnect(self._si)
-            self._si = None
+        with self._session_lock:
+            if self._si is not None:
+                disconnect(self._si)
+                self._si = None
+
+    def _renewing(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``; when vCenter says the session is gone (expired, or ended by an admin), log in once
+        more and call it again (the operations are idempotent: a clone that started is found by its tags)."""
+        used = self.si
+        try:
+            return call()
+        except vim.fault.NotAuthenticated:
+            with self._session_lock:
+                if self._si is used:  # another thread may have renewed it already
+                    log.info("vSphere %s: the session expired during %s; logging in again", self.spec.host, what)
+                    self._si = None
+        try:
+            return call()
+        except vim.fault.NotAuthenticated as exc:
+            raise ProviderError(f"vSphere {self.spec.host}: {what}: the session was refused again right after a "
+                                "new login", hint="check the vCenter's session limits and the user's "
+                                "permissions (Sessions.ValidateSession)") from exc
 
     def _datacenter(self) -> Any:
         return inv.datacenter(self.si, self.spec.datacenter)
@@ -93,14 +146,14 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         vms = inv.by_name(self.si, dc.vmFolder, vim.VirtualMachine)
         return inv.pick("template", name, vms, f"datacenter {dc.name}")
 
-    def check(self) -> None:
+    def _check(self) -> None:
         dc = self._datacenter()
         self._pool(self._cluster(dc))
         self._datastore(dc)
         self._parent_folder(dc)
 
     # -- networks and images: port groups and templates must exist ---------------------------
-    def create_network(self, net: ResolvedNetwork, tags: Tags) -> dict[str, Any]:  # noqa: ARG002
+    def _create_network(self, net: ResolvedNetwork, tags: Tags) -> dict[str, Any]:  # noqa: ARG002
         """A lab network of mode bridge is the port group its ``bridge:`` names (default: its own name)."""
         portgroup = net.bridge or net.name
         self._network(self._datacenter(), portgroup)
@@ -110,7 +163,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
     def delete_network(self, name: str) -> None:
         """Port groups belong to the vCenter, not to the lab: nothing to delete."""
 
-    def prepare_image(self, image: ResolvedImage) -> dict[str, Any]:
+    def _prepare_image(self, image: ResolvedImage) -> dict[str, Any]:
         if image.source != "template" or not image.template:
             raise ProviderError(f"provider {self.name} (vsphere) boots templates only, not image {image.name} "
                                 f"({image.source})", hint="use image: {template: NAME}")
@@ -136,7 +189,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
                 return found
             return parent.CreateFolder(name)
 
-    def create_machine(self, node: ResolvedNode, tags: Tags) -> MachineInfo:
+    def _create_machine(self, node: ResolvedNode, tags: Tags) -> MachineInfo:
         found = self._find(node.name)
         if found is not None:
             return self._info(node.name, found)
@@ -167,11 +220,11 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         state = _POWER.get(str(vm.runtime.powerState), "unknown")
         return MachineInfo(name=machine, state=state, extra={"vm": vm.name, "moid": vm._moId})
 
-    def status(self, name: str) -> MachineInfo:
+    def _status(self, name: str) -> MachineInfo:
         vm = self._find(name)
         return MachineInfo(name=name, state="absent") if vm is None else self._info(name, vm)
 
-    def delete_machine(self, name: str) -> None:
+    def _delete_machine(self, name: str) -> None:
         vm = self._find(name)
         if vm is not None:
             self._destroy(vm)
@@ -189,7 +242,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
                 self._task(folder.Destroy_Task, f"removal of folder {folder.name}")
 
     # -- tags ----------------------------------------------------------------------------------
-    def find_resources(self, lab: str | None = None) -> list[TaggedResource]:
+    def _find_resources(self, lab: str | None = None) -> list[TaggedResource]:
         out = []
         for _vm, extra in inv.tagged_vms(self.si):
             tags = inv.tags_from(extra)
@@ -198,11 +251,11 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
                                           provider=self.name))
         return out
 
-    def reap_candidates(self) -> list[TaggedResource]:
+    def _reap_candidates(self) -> list[TaggedResource]:
         return [TaggedResource(kind="machine", name=vm.name, tags=tags, provider=self.name)
                 for vm, extra in inv.tagged_vms(self.si) if (tags := inv.tags_from(extra)) is not None]
 
-    def reap_remove(self, resource: TaggedResource) -> None:
+    def _reap_remove(self, resource: TaggedResource) -> None:
         for vm, _extra in inv.tagged_vms(self.si):
             if vm.name == resource.name:
                 self._destroy(vm)

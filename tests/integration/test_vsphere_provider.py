@@ -187,3 +187,40 @@ def test_the_task_cap_bounds_clones_in_flight(vcsim_factory: Callable[..., Vcsim
     assert inventory(admin_si) == before
     p.close()
     Disconnect(admin_si)
+
+
+def _expired_once(monkeypatch: pytest.MonkeyPatch, times: int) -> list[Any]:
+    """The inventory read answers vim.fault.NotAuthenticated ``times`` times, then reads for real; the
+    sessions it was called with. (vcsim v0.18 answers a logged-out session with a fault pyvmomi cannot
+    read, not with NotAuthenticated as vCenter does, so the expiry is injected where the provider reads.)"""
+    from deploy.providers import vsphere_inventory
+
+    real, seen = vsphere_inventory.tagged_vms, []
+
+    def tagged_vms(si: Any) -> list[tuple[Any, dict[str, str]]]:
+        seen.append(si)
+        if len(seen) <= times:
+            raise vim.fault.NotAuthenticated()
+        return real(si)
+
+    monkeypatch.setattr(vsphere_inventory, "tagged_vms", tagged_vms)
+    return seen
+
+
+def test_a_session_that_ends_mid_run_is_renewed_once(provider: VsphereProvider,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    first = provider.si
+    seen = _expired_once(monkeypatch, times=1)
+    assert provider.status("nothing-here").state == "absent"  # answered through a new login
+    assert seen[0] is first
+    assert seen[1] is provider.si
+    assert provider.si is not first
+    assert provider.si.content.sessionManager.currentSession is not None  # a real, logged-in session
+
+
+def test_a_session_refused_again_after_a_new_login_is_a_clear_error(provider: VsphereProvider,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _expired_once(monkeypatch, times=2)
+    with pytest.raises(ProviderError, match="reading box: the session was refused again right after a new login"):
+        provider.status("box")
+    assert len(seen) == 2  # renewed once, not in a loop
