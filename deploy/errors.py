@@ -17,6 +17,7 @@ Every error has a ``hint`` (how to fix it) that the CLI prints under the message
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,11 @@ class StageError(LabError):
 
     exit_code = 6
 
-    def __init__(self, stage: str, message: str, *, host: str | None = None, hint: str = "") -> None:
+    def __init__(self, stage: str, message: str, *, host: str | None = None, hint: str = "",
+                 left: dict[str, Any] | None = None) -> None:
         self.stage = stage
         self.host = host
+        self.left = left  # what the failed step left behind, recorded as its outputs (so a removal can undo it)
         where = f"{stage}" + (f" on {host}" if host else "")
         super().__init__(message if message.startswith(where) else f"{where}: {message}", hint=hint)
 

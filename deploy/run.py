@@ -216,6 +216,8 @@ class Engine:
         seconds = time.monotonic() - self._started[resource.id]
         if isinstance(result, LabError):
             record.status, record.error = "failed", str(result)
+            if getattr(result, "left", None):
+                record.outputs = dict(result.left)  # type: ignore[attr-defined]
             host = getattr(result, "host", None) or resource.name
             self._finish(resource, "failed", seconds, str(result), host)
             self.result.outcomes[resource.id].hint = result.hint

@@ -3,7 +3,7 @@
 One :class:`Release` is what the lab asks of one add-on; :class:`Helm` turns it into the commands
 
     helm upgrade --install <name> <chart> -n <ns> --create-namespace -f <values> [--wait] --timeout <t>s [--atomic]
-    helm uninstall <name> -n <ns> [--wait]
+    helm uninstall <name> -n <ns> --wait --ignore-not-found   (a release already gone is no error)
     helm history <name> -n <ns> --max 5          (read into the error of a failed upgrade)
     helm template / helm lint                    (the same chart and values, no cluster)
 
@@ -62,7 +62,7 @@ class Helm:
                              "with the lab's kubeconfig otherwise") from None
 
     def uninstall(self, name: str, namespace: str, timeout: int = 300) -> str:
-        args = ["uninstall", name, "--namespace", namespace, "--wait", "--timeout", f"{timeout}s"]
+        args = ["uninstall", name, "--namespace", namespace, "--wait", "--timeout", f"{timeout}s", "--ignore-not-found"]
         return self.run(args, timeout + SLACK, f"uninstalling add-on {name}")
 
     def history(self, name: str, namespace: str) -> str:

@@ -14,6 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
 from deploy.addons import charts, releases, values
 from deploy.addons.helm import STAGE, Helm, Release
 from deploy.atomic import atomic_write
@@ -36,7 +39,10 @@ def install(resource: Resource, ctx: Any) -> Outputs:
     helm = helm_for(ctx)
     if recorded.get("release") and recorded.get("namespace") != addon.namespace:  # moved: the old one goes first
         helm.uninstall(recorded["release"], recorded["namespace"])
-    _upgrade(helm, addon, ctx)
+    try:
+        _upgrade(helm, addon, ctx)
+    except StageError as exc:  # helm may have left a failed release: recorded, so dropping the entry uninstalls it
+        raise StageError(STAGE, str(exc), hint=exc.hint, left=releases.outputs(resource.inputs)) from None
     return releases.outputs(resource.inputs)
 
 
@@ -59,7 +65,10 @@ def install_typed(resource: Resource, ctx: Any) -> Outputs:
     for spec in addon.releases:
         log(f"addons: {resource.name}: helm upgrade --install {spec.name} {spec.chart} {spec.version} "
             f"-n {spec.namespace}")
-        _upgrade(helm, spec, ctx)
+        try:
+            _upgrade(helm, spec, ctx)
+        except StageError as exc:  # what may be installed by now is recorded (uninstall ignores the missing)
+            raise StageError(STAGE, str(exc), hint=exc.hint, left=outputs(resource.inputs)) from None
     if api is not None and addon.after:
         kube.apply(api, list(addon.after), stage=STAGE)
     if api is not None and addon.node_labels:
@@ -82,7 +91,30 @@ def _upgrade(helm: Helm, addon: AddonSpec, ctx: Any) -> None:
     values_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(values_file, values.render(addon, lab_dir).encode(), 0o600)
     source = charts.source(addon, ctx.resolved.lab.mirrors.charts, lab_dir)
-    helm.upgrade(Release(addon.name, addon.namespace, source, values_file, addon.wait, addon.timeout, addon.atomic))
+    try:
+        helm.upgrade(Release(addon.name, addon.namespace, source, values_file, addon.wait, addon.timeout,
+                             addon.atomic))
+    except StageError as exc:
+        if not addon.wait or not any(sign in str(exc) for sign in TIMED_OUT):
+            raise
+        raise StageError(STAGE, f"{exc}\n{_waiting_for(ctx, addon)}", hint=exc.hint) from None
+
+
+TIMED_OUT = ("context deadline exceeded", "timed out waiting for the condition")
+
+
+def _waiting_for(ctx: Any, addon: AddonSpec) -> str:
+    """What helm --wait was waiting for: the pods of the release's namespace that are not Ready."""
+    from deploy.cluster import kube
+    from deploy.cluster.stage import cluster_api
+
+    try:
+        pods = kube.not_ready_pods(cluster_api(ctx), addon.namespace)
+    except (ApiException, HTTPError, OSError, StageError) as exc:
+        return f"(the pods of namespace {addon.namespace} could not be read: {exc})"
+    if not pods:
+        return f"every pod of namespace {addon.namespace} is Ready (helm waited for another resource)"
+    return f"not ready in namespace {addon.namespace} after {addon.timeout} s: " + "; ".join(pods)
 
 
 def teardown_addon(_provider: object, name: str, ctx: Any) -> None:

@@ -5,7 +5,7 @@
     delete_object(api, api_version, kind, name, namespace=None) -> bool
     list_names(api, api_version, kind, label_selector="") -> list[str]
     wait_nodes_ready / node_pod_cidrs / wait_pod_cidrs / delete_node / drain      (kube_nodes.py)
-    wait_rollout                                                                  (kube_rollout.py)
+    wait_rollout / not_ready_pods                                                 (kube_rollout.py)
 
 Apply: each object is PATCHed with ``application/apply-patch+yaml`` (the JSON body is valid
 YAML), ``fieldManager`` and ``force=true``, at the path that API discovery gives for its
@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from deploy.cluster.kube_api import Discovery, Resource, request, server_message
 from deploy.cluster.kube_nodes import delete_node, drain, node_pod_cidrs, wait_nodes_ready, wait_pod_cidrs
-from deploy.cluster.kube_rollout import wait_rollout
+from deploy.cluster.kube_rollout import not_ready_pods, wait_rollout
 from deploy.errors import StageError
 
 APPLY = "application/apply-patch+yaml"
@@ -144,6 +144,7 @@ __all__ = [
     "drain",
     "list_names",
     "node_pod_cidrs",
+    "not_ready_pods",
     "request",
     "wait_nodes_ready",
     "wait_pod_cidrs",

@@ -123,6 +123,11 @@ def _why(api: client.ApiClient, kind: Kind, seen: Seen) -> str:
     return f"{text}; not ready: " + ", ".join(_describe_pod(api, p) for p in bad) if bad else text
 
 
+def not_ready_pods(api: client.ApiClient, namespace: str) -> list[str]:
+    """Each pod of ``namespace`` that is not Ready: its phase, waiting containers and last events."""
+    return [_describe_pod(api, p) for p in _pods(api, namespace, {}) if not _pod_ready(p)]
+
+
 def _selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 

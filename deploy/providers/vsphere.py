@@ -1,11 +1,12 @@
 """The ``vsphere`` provider: lab machines as VMs on a vCenter, through pyvmomi (``labdeploy[vsphere]``).
 
 Its spec is :class:`deploy.model.schema.VsphereProviderSpec`. One session per run (opened on first
-use, logged out by :meth:`close`, and logged in again once when vCenter says it is gone mid-operation); every VM lives in a folder named after the lab and carries the
-lab's tags in ``extraConfig`` (``labdeploy.*``), so destroy and reap find it without local state.
-Machines are clones of ``image: {template: NAME}`` (linked from the template's current snapshot
-unless ``clone: full``). Lab networks (mode bridge) are existing port groups, named by their ``bridge:`` (lab
-network names are lower-case, port groups often are not: ``VM Network``). vCenter tasks go through
+use, logged out by :meth:`close`, and logged in again once when vCenter says it is gone mid-operation);
+every VM lives in a folder named after the lab and carries the lab's tags in ``extraConfig``
+(``labdeploy.*``), so destroy and reap find it without local state. Machines are clones of
+``image: {template: NAME}`` (linked from the template's current snapshot unless ``clone: full``).
+Lab networks (mode bridge) are existing port groups, named by their ``bridge:`` (lab network names
+are lower-case, port groups often are not: ``VM Network``). vCenter tasks go through
 a :class:`TaskCap` and are awaited through the PropertyCollector.
 
 A vSphere machine has no SSH endpoint of its own here (no guest-IP wait yet): a lab whose vSphere

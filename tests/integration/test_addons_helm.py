@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.addons import charts, values
+from deploy.addons import charts, releases, values
 from deploy.addons.helm import Helm, Release
 from deploy.errors import StageError
 from deploy.model import open_lab
@@ -167,6 +167,7 @@ def test_the_step_installs_with_the_bundles_helm_and_a_private_values_file(mirro
         step.install(resource, ctx)
     assert "installing add-on web: helm upgrade exited 1" in str(info.value)
     assert "connection refused" in str(info.value)
+    assert info.value.left == releases.outputs(resource.inputs)  # recorded: dropping the entry uninstalls it
     written = lab_dir / "state" / "addons" / "web.values.yaml"
     assert written.read_text() == "message: hi\n"
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
