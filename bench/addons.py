@@ -1,8 +1,9 @@
 """Add-ons re-run: a converged lab's five Helm releases kept by labdeploy vs five `helm upgrade --install` by hand.
 
-    .venv/bin/python bench/addons.py --lab LAB --state-dir DIR [--rounds 3]
+    .venv/bin/python bench/addons.py [--lab LAB --state-dir DIR] [--rounds 3]
 
-LAB is a cluster lab that is up (e.g. a copy of labs/k8s brought up with `deploy up LAB --state-dir DIR`).
+With --lab and --state-dir, LAB is a cluster lab that is up (kept as it is); without them a copy of labs/k8s is
+brought up first (`deploy up --no-verify`, untimed) and destroyed at the end.
 The benchmark writes five ConfigMap-only benchmark charts (no image to pull), packages them with the
 bundle's helm into a chart folder, adds them to a copy of the lab as `addons:` and installs them with
 `deploy up` (untimed; the nodes are not touched: mirrors.charts is the host's). Then, per round:
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,27 +92,43 @@ def by_hand(helm: Helm, folder: Path, names: list[str], work: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lab", type=Path, required=True)
-    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--lab", type=Path)
+    parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.lab is None or args.state_dir is None:
+        folder = Path(tempfile.mkdtemp(prefix="bench-addons-lab-"))
+        lab = folder / "lab.yaml"
+        text = (ROOT / "labs/k8s/lab.yaml").read_text()
+        lab.write_text(text.replace("name: k8s\n", f"name: ba{uuid.uuid4().hex[:4]}\nttl: 3h\n"))
+        try:
+            deploy(lab, folder / "state")
+            return measure(lab, folder / "state", args.rounds)
+        finally:
+            subprocess.run([*DEPLOY, "destroy", str(lab), "--state-dir", str(folder / "state")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=900, check=False)
+    return measure(args.lab, args.state_dir, args.rounds)
+
+
+def measure(lab: Path, state: Path, rounds: int) -> int:
+    """Install the five releases through ``lab`` (a copy of it), time both sides, remove them again."""
     stored = BundleStore().get(ArtifactKey("helm", HELM_VERSION))
     if stored is None:
-        raise SystemExit(f"helm {HELM_VERSION} is not in the bundle: deploy bundle build {args.lab}")
-    kubeconfig = args.state_dir / "kubeconfig"
+        raise SystemExit(f"helm {HELM_VERSION} is not in the bundle: deploy bundle build {lab}")
+    kubeconfig = state / "kubeconfig"
     with tempfile.TemporaryDirectory(prefix="bench-addons-") as tmp:
         work = Path(tmp)
         helm = Helm(stored.path, work / "helm-home", kubeconfig)
         folder = work / "charts"
         folder.mkdir()
         names = charts(Helm(stored.path, work / "helm-home"), folder)
-        copy = lab_with(args.lab, folder, names, args.lab.parent / f".bench-addons-{args.lab.name}")
+        copy = lab_with(lab, folder, names, lab.parent / f".bench-addons-{lab.name}")
         try:
-            installed, _ = deploy(copy, args.state_dir)
+            installed, _ = deploy(copy, state)
             print(f"installed {COUNT} releases through the lab: {installed:.1f} s (untimed setup)")
             ours, theirs, said = [], [], []
-            for _ in range(args.rounds):
-                seconds, out = deploy(copy, args.state_dir)
+            for _ in range(rounds):
+                seconds, out = deploy(copy, state)
                 ours.append(seconds)
                 said.append("No changes" in out)
                 theirs.append(by_hand(helm, folder, names, work))
@@ -121,7 +139,7 @@ def main() -> int:
                   f"{[round(x, 2) for x in theirs]}")
             print(f"ours/theirs = {o / t:.3f}  (target <= 0.3)")
         finally:
-            removed, _ = deploy(args.lab, args.state_dir)
+            removed, _ = deploy(lab, state)
             print(f"releases uninstalled through the lab: {removed:.1f} s")
             copy.unlink(missing_ok=True)
     return 0
