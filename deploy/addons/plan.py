@@ -36,7 +36,7 @@ def resources(resolved: ResolvedLab, joined: tuple[ResourceId, ...], built: list
     wanted = {"cni": cni_spec, "mesh": spec["mesh"], "gpu": spec["gpu_operator"],
               "runtimes": spec["runtimes"] if set(spec["runtimes"]) - {"runc"} else None}
     cni = (CNI,) if wanted["cni"] else ()
-    helm = _helm_build(resolved, built)
+    helm = _helm_build(resolved, built, bool(helm_typed))
     out = []
     for name, value in wanted.items():
         if not value:
@@ -53,10 +53,11 @@ def resources(resolved: ResolvedLab, joined: tuple[ResourceId, ...], built: list
                            releases.inputs(a, resolved.lab.mirrors.charts, lab_dir)) for a in resolved.lab.addons]
 
 
-def _helm_build(resolved: ResolvedLab, built: list[Resource]) -> tuple[ResourceId, ...]:
-    """The bundle step that builds helm, where the lab builds its bundle and has Helm releases."""
+def _helm_build(resolved: ResolvedLab, built: list[Resource], typed_helm: bool) -> tuple[ResourceId, ...]:
+    """The bundle step that builds helm, where the lab builds its bundle and has Helm releases
+    (``typed_helm``: a typed add-on is one)."""
     k8s = resolved.lab.kubernetes
-    if k8s is None or not (resolved.lab.addons or typed.typed_addons(resolved)):
+    if k8s is None or not (resolved.lab.addons or typed_helm):
         return ()
     from deploy.bundle import ArtifactKey
     from deploy.bundle.catalog import minor
