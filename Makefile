@@ -38,7 +38,7 @@ setup: go system python services vcsim
 # the bundle's Go builds share; tests/integration/vcsim_fixtures.py runs it
 LABDEPLOY_CACHE ?= $(HOME)/.cache/labdeploy
 VCSIM := $(LABDEPLOY_CACHE)/bin/vcsim
-$(VCSIM): go/vcsim/main.go go/vcsim/fetch.go go/vcsim/go.mod go/vcsim/go.sum | go
+$(VCSIM): $(wildcard go/vcsim/*.go) go/vcsim/go.mod go/vcsim/go.sum | go
 	mkdir -p $(dir $@)
 	cd go/vcsim && GOMODCACHE=$(LABDEPLOY_CACHE)/go/mod GOCACHE=$(LABDEPLOY_CACHE)/go/build GOFLAGS=-mod=readonly \
 	  GOTOOLCHAIN=local go build -trimpath -o $@ .

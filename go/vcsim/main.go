@@ -3,7 +3,9 @@
 // It differs from upstream's vcsim command in what the tests need: it listens on a free loopback
 // port over TLS with the certificate and key it is given (the tests sign them with a CA of their
 // own), it can delay chosen SOAP methods (-method-delay CloneVM_Task=200ms,PowerOnVM_Task=50ms) so
-// waits and concurrency caps can be measured, and it prints one line "VCSIM_URL=<url>" once it
+// waits and concurrency caps can be measured, it can play VMware Tools in the VMs it powers on
+// (-guest-net 192.0.2.0/24, -guest-delay, see guest.go), it answers incremental WaitForUpdatesEx
+// calls as vCenter does (wait.go), and it prints one line "VCSIM_URL=<url>" once it
 // serves. SIGINT/SIGTERM stop it.
 package main
 
@@ -31,9 +33,15 @@ func main() {
 	delays := flag.String("method-delay", "", "comma-separated METHOD=DURATION pairs, e.g. CloneVM_Task=200ms")
 	dcs := flag.Int("dc", 1, "number of datacenters")
 	vms := flag.Int("vm", 0, "number of VMs per resource pool")
+	guestNet := flag.String("guest-net", "", "play VMware Tools: a powered-on VM reports the next address of this IPv4 CIDR")
+	guestDelay := flag.Duration("guest-delay", 0, "with -guest-net: how long after power-on tools report the guest")
 	flag.Parse()
 
 	delay, err := parseDelays(*delays)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tools, err := newGuests(*guestNet, *guestDelay)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -55,7 +63,7 @@ func main() {
 	model.Service.ServeMux = inner
 	server := model.Service.NewServer()
 	// NewServer starts serving at once; no client knows the address before the line below.
-	server.Config.Handler = delayed(inner, delay)
+	server.Config.Handler = delayed(inner, delay, tools, newWaits())
 	defer server.Close()
 
 	server.URL.User = nil
@@ -88,8 +96,9 @@ func parseDelays(spec string) (map[string]time.Duration, error) {
 
 func readCloser(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }
 
-// delayed holds a SOAP request for the delay of its method before the simulator handles it.
-func delayed(next http.Handler, delay map[string]time.Duration) http.Handler {
+// delayed holds a SOAP request for the delay of its method before the simulator handles it
+// (and lets tools report the guest of a power task).
+func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, wt *waits) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.Body != nil {
 			body, err := io.ReadAll(r.Body)
@@ -104,6 +113,14 @@ func delayed(next http.Handler, delay map[string]time.Duration) http.Handler {
 			}
 			if method == "Fetch" {
 				fetched(w, r, body, next)
+				return
+			}
+			if method == "WaitForUpdatesEx" {
+				wt.serve(w, r, body, next)
+				return
+			}
+			if tools != nil && (method == "PowerOnVM_Task" || method == "PowerOffVM_Task") {
+				tools.serve(w, r, body, method, next)
 				return
 			}
 		}

@@ -10,6 +10,11 @@ Fixtures:
     vcsim          session-scoped running simulator (VPX model: DC0, cluster DC0_C0, datastore LocalDS_0,
                    port group "VM Network", one VM per host and pool, e.g. DC0_C0_RP0_VM0)
     vcsim_factory  function-scoped: ``vcsim_factory(method_delay={"CloneVM_Task": 0.2})`` starts a fresh one
+
+A VM the simulator powers on reports VMware Tools running and the next address of ``GUEST_NET``,
+``GUEST_DELAY`` after its power-on (``-guest-net``/``-guest-delay``; ``guest_net=None`` turns it off),
+and incremental ``WaitForUpdatesEx`` calls block until a change as on vCenter, so the provider's
+guest-IP wait meets a real PropertyCollector; nothing ever connects to those addresses.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
+GUEST_NET = "192.0.2.0/24"  # what the simulated VMware Tools report (a documentation range: never contacted)
+GUEST_DELAY = 0.3  # seconds after power-on: the provider's wait meets an incremental WaitForUpdatesEx
 
 
 def _cache() -> Path:
@@ -42,7 +49,8 @@ def _cache() -> Path:
 def vcsim_binary() -> Path:
     """The built simulator, built now (as ``make vcsim`` does) when missing or older than its sources."""
     binary = Path(os.environ.get("LABDEPLOY_VCSIM") or _cache() / "bin" / "vcsim")
-    sources = [ROOT / "go" / "vcsim" / name for name in ("main.go", "go.mod", "go.sum")]
+    folder = ROOT / "go" / "vcsim"
+    sources = [*folder.glob("*.go"), folder / "go.mod", folder / "go.sum"]
     if binary.exists() and binary.stat().st_mtime >= max(s.stat().st_mtime for s in sources):
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
@@ -121,10 +129,12 @@ def _read_url(process: subprocess.Popen[bytes]) -> str:
 
 
 def start_vcsim(ca: VcsimCA, method_delay: dict[str, float] | None = None, datacenters: int = 1,
-                vms: int = 1) -> Vcsim:
+                vms: int = 1, guest_net: str | None = GUEST_NET) -> Vcsim:
     delays = ",".join(f"{name}={int(seconds * 1000)}ms" for name, seconds in (method_delay or {}).items())
     command = [str(vcsim_binary()), "-tlscert", str(ca.cert_file), "-tlskey", str(ca.key_file),
                "-dc", str(datacenters), "-vm", str(vms), "-method-delay", delays]
+    if guest_net:
+        command += ["-guest-net", guest_net, "-guest-delay", f"{int(GUEST_DELAY * 1000)}ms"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     url = _read_url(process)
     parts = urlsplit(url)
@@ -158,8 +168,9 @@ def vcsim(vcsim_ca: VcsimCA) -> Iterator[Vcsim]:
 def vcsim_factory(vcsim_ca: VcsimCA) -> Iterator[Callable[..., Vcsim]]:
     started: list[Vcsim] = []
 
-    def start(method_delay: dict[str, float] | None = None, datacenters: int = 1) -> Vcsim:
-        started.append(start_vcsim(vcsim_ca, method_delay, datacenters))
+    def start(method_delay: dict[str, float] | None = None, datacenters: int = 1,
+              guest_net: str | None = GUEST_NET) -> Vcsim:
+        started.append(start_vcsim(vcsim_ca, method_delay, datacenters, guest_net=guest_net))
         return started[-1]
 
     yield start
