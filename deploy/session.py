@@ -263,6 +263,7 @@ class LabSession:
 
         ctx = ProviderContext(lab=self.resolved.name, state_dir=self.state_dir, artifacts_dir=artifacts_dir,
                               ssh_private_key=key, ssh_public_key=public, log=progress, nodes=self.resolved.nodes,
+                              networks=self.resolved.networks, images=self.resolved.images,
                               secret=lambda ref: resolve_secret(ref, self.lab_file.parent))
         return ProviderPool(self.resolved, ctx)
 

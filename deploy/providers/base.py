@@ -74,6 +74,8 @@ class ProviderContext:
     log: Callable[[str], None] = lambda _msg: None
     secret: Callable[[Any], str] = str
     nodes: dict[str, ResolvedNode] = field(default_factory=dict)  # the lab's nodes, by name
+    networks: dict[str, ResolvedNetwork] = field(default_factory=dict)  # the lab's networks, by name
+    images: dict[str, ResolvedImage] = field(default_factory=dict)  # the lab's images, by name
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ Lab networks (mode bridge) are existing port groups, named by their ``bridge:`` 
 are lower-case, port groups often are not: ``VM Network``). vCenter tasks go through
 a :class:`TaskCap` and are awaited through the PropertyCollector.
 
-A vSphere machine has no SSH endpoint of its own here (no guest-IP wait yet): a lab whose vSphere
-machines need SSH stops at ``reachable``; one without ``verify``/configure stops after ``machine:``.
+After power-on the machine step waits, through the PropertyCollector, for VMware Tools to report
+the guest running with an IPv4 address (``guest_timeout``); that address is the machine's SSH
+endpoint (``ssh_user``@ip:``ssh_port``) and its address on the lab network of the NIC that holds it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,19 @@ from deploy.errors import ProviderError
 from deploy.model.resolved import ResolvedImage, ResolvedNetwork, ResolvedNode
 from deploy.model.schema import VsphereProviderSpec
 from deploy.providers import vsphere_inventory as inv
-from deploy.providers.base import Capabilities, MachineInfo, Provider, ProviderContext, TaggedResource, Tags
+from deploy.providers.base import (
+    Capabilities,
+    MachineInfo,
+    Provider,
+    ProviderContext,
+    SshEndpoint,
+    TaggedResource,
+    Tags,
+)
 from deploy.providers.vsphere_clone import clone_spec, config_spec, tags_spec
+from deploy.providers.vsphere_guest import GUEST_PATHS, guest_ready, guest_wanted
 from deploy.providers.vsphere_session import connect, disconnect
-from deploy.providers.vsphere_tasks import TaskCap, wait_task
+from deploy.providers.vsphere_tasks import TaskCap, wait_for, wait_task
 
 vim: Any = _vim  # pyvmomi's stubs leave the data objects untyped
 log = logging.getLogger(__name__)
@@ -48,8 +58,6 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
     def __init__(self, name: str, spec: VsphereProviderSpec, ctx: ProviderContext) -> None:
         super().__init__(name, spec, ctx)
         self._si: Any = None
-        self._templates: dict[str, str] = {}
-        self._portgroups: dict[str, str] = {}  # lab network -> port group
         self.tasks = TaskCap(spec.max_tasks)
         self._folder_lock = threading.RLock()  # parallel creates and deletes share one lab folder
         self._session_lock = threading.RLock()
@@ -158,8 +166,12 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         """A lab network of mode bridge is the port group its ``bridge:`` names (default: its own name)."""
         portgroup = net.bridge or net.name
         self._network(self._datacenter(), portgroup)
-        self._portgroups[net.name] = portgroup
         return {"portgroup": portgroup}
+
+    def _portgroup(self, network: str) -> str:
+        """The port group of lab network ``network`` (its ``bridge:``, else its own name)."""
+        net = self.ctx.networks.get(network)
+        return (net.bridge if net is not None else None) or network
 
     def delete_network(self, name: str) -> None:
         """Port groups belong to the vCenter, not to the lab: nothing to delete."""
@@ -169,7 +181,6 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
             raise ProviderError(f"provider {self.name} (vsphere) boots templates only, not image {image.name} "
                                 f"({image.source})", hint="use image: {template: NAME}")
         self._template(self._datacenter(), image.template)
-        self._templates[image.name] = image.template
         return {"image": image.name, "template": image.template}
 
     # -- machines ------------------------------------------------------------------------------
@@ -193,11 +204,12 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
     def _create_machine(self, node: ResolvedNode, tags: Tags) -> MachineInfo:
         found = self._find(node.name)
         if found is not None:
-            return self._info(node.name, found)
+            return self._running(node.name, found)
         name = self.vm_name(node.name)
         dc = self._datacenter()
-        template = self._template(dc, self._templates.get(node.image, node.image))
-        networks = [self._network(dc, self._portgroups.get(nic.network, nic.network)) for nic in node.nics]
+        image = self.ctx.images.get(node.image)
+        template = self._template(dc, (image.template if image is not None else None) or node.image)
+        networks = [self._network(dc, self._portgroup(nic.network)) for nic in node.nics]
         spec = clone_spec(template, mode=self.spec.clone, datastore=self._datastore(dc),
                           pool=self._pool(self._cluster(dc)), config=tags_spec(node, tags))
         config = config_spec(node, name, tags, networks, self.ctx.ssh_public_key)
@@ -205,7 +217,15 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         vm = self._task(lambda: template.CloneVM_Task(folder=folder, name=name, spec=spec), f"clone of {name}")
         self._task(lambda: vm.ReconfigVM_Task(spec=config), f"reconfigure of {name}")
         self._task(vm.PowerOnVM_Task, f"power-on of {name}")
-        return self._info(node.name, vm)
+        return self._running(node.name, vm)
+
+    def _running(self, machine: str, vm: Any) -> MachineInfo:
+        """``vm`` powered on (again, when it was found off) with its guest's address reported."""
+        if str(vm.runtime.powerState) != "poweredOn":
+            self._task(vm.PowerOnVM_Task, f"power-on of {vm.name}")
+        guest = wait_for(self.si, vm, GUEST_PATHS, guest_ready, timeout=self.spec.guest_timeout,
+                         what=f"VMware Tools in {vm.name} to report the guest running with an IPv4 address")
+        return self._info(machine, vm, guest)
 
     def _task(self, start: Any, what: str) -> Any:
         with self.tasks.slot():
@@ -217,9 +237,23 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
                 return vm
         return None
 
-    def _info(self, machine: str, vm: Any) -> MachineInfo:
+    def _info(self, machine: str, vm: Any, guest: dict[str, Any] | None = None) -> MachineInfo:
+        """What the lab records of ``vm``: power state, and where its guest is once Tools reported it."""
         state = _POWER.get(str(vm.runtime.powerState), "unknown")
-        return MachineInfo(name=machine, state=state, extra={"vm": vm.name, "moid": vm._moId})
+        extra = {"vm": vm.name, "moid": vm._moId}
+        node = self.ctx.nodes.get(machine)
+        found = guest_wanted(guest if guest is not None else _guest_now(vm), self._lab_networks(node))
+        if state != "running" or found is None or node is None or self.ctx.ssh_private_key is None:
+            return MachineInfo(name=machine, state=state, extra=extra)
+        ip, network = found
+        ssh = SshEndpoint(ip, node.ssh_port, node.ssh_user, self.ctx.ssh_private_key)
+        return MachineInfo(name=machine, state=state, ssh=ssh, addresses={network: ip}, extra=extra | {"ip": ip})
+
+    def _lab_networks(self, node: ResolvedNode | None) -> dict[str, str]:
+        """Port group -> lab network, for the node's NICs."""
+        if node is None:
+            return {}
+        return {self._portgroup(nic.network): nic.network for nic in node.nics}
 
     def _status(self, name: str) -> MachineInfo:
         vm = self._find(name)
@@ -261,3 +295,10 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
             if vm.name == resource.name:
                 self._destroy(vm)
         self._remove_empty_folder(resource.tags.lab)
+
+
+def _guest_now(vm: Any) -> dict[str, Any]:
+    """The guest's properties as one read of the VM reports them (``status`` of a machine made earlier)."""
+    guest = vm.guest
+    return {"guest.toolsRunningStatus": getattr(guest, "toolsRunningStatus", None),
+            "guest.ipAddress": getattr(guest, "ipAddress", None), "guest.net": getattr(guest, "net", None)}

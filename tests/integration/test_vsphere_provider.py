@@ -1,7 +1,8 @@
 """The vsphere provider against govmomi's simulator over TLS (tests/integration/vcsim_fixtures.py).
 
-What vcsim does not model: it runs no guest OS (no SSH, no guest IP), and a linked clone copies
-the disks; the tests check what the provider sent (the clone's config read back from the VM).
+What vcsim does not model: it runs no guest OS (no SSH; the guest IP is what our vcsim's ``-guest-net``
+reports as VMware Tools would), and a linked clone copies the disks; the tests check what the provider
+sent (the clone's config read back from the VM).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from deploy.model.schema import VsphereProviderSpec
 from deploy.providers.base import ProviderContext, Tags
 from deploy.providers.vsphere import VsphereProvider
 from deploy.providers.vsphere_tasks import wait_task
-from tests.integration.vcsim_fixtures import Vcsim
+from tests.integration.vcsim_fixtures import GUEST_NET, Vcsim
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -41,15 +43,23 @@ def _spec(sim: Vcsim, **over: Any) -> VsphereProviderSpec:
     return VsphereProviderSpec.model_validate(data | over)
 
 
-def _provider(sim: Vcsim, tmp_path: Path, lab: str = "vslab", **over: Any) -> VsphereProvider:
+TMPL = ResolvedImage(name="tmpl", source="template", template=TEMPLATE)
+VMNET = ResolvedNetwork(name="vmnet", provider="dc1", mode="bridge", bridge="VM Network")
+
+
+def _provider(sim: Vcsim, tmp_path: Path, lab: str = "vslab", nodes: tuple[ResolvedNode, ...] = (),
+              **over: Any) -> VsphereProvider:
     ctx = ProviderContext(lab=lab, state_dir=tmp_path, secret=lambda _ref: PASSWORD,
-                          ssh_public_key="ssh-ed25519 AAAAC3Nza test@labdeploy")
+                          ssh_public_key="ssh-ed25519 AAAAC3Nza test@labdeploy",
+                          ssh_private_key=tmp_path / "id_ed25519", networks={"vmnet": VMNET}, images={"tmpl": TMPL},
+                          nodes={n.name: n for n in nodes})
     return VsphereProvider("dc1", _spec(sim, **over), ctx)
 
 
 def _node(name: str = "vm1", *, nested: bool = True, network: str = "VM Network") -> ResolvedNode:
     return ResolvedNode(name=name, group=None, index=0, provider="dc1", image="tmpl", cpus=2, memory_mib=1024,
-                        disk_gib=10, nics=(Nic(network=network, mode="bridge"),), nested_virtualization=nested)
+                        disk_gib=10, nics=(Nic(network=network, mode="bridge"),), nested_virtualization=nested,
+                        ssh_user="debian", ssh_port=2222)
 
 
 def _tags(lab: str = "vslab", expires: datetime | None = None) -> Tags:
@@ -123,8 +133,7 @@ def test_unknown_template_and_port_group_create_nothing(provider: VsphereProvide
 
 def test_clone_reads_back_with_size_nested_hv_guestinfo_and_tags(provider: VsphereProvider, admin: Any) -> None:
     before = inventory(admin)
-    net = ResolvedNetwork(name="vmnet", provider="dc1", mode="bridge", bridge="VM Network")
-    assert provider.create_network(net, _tags()) == {"portgroup": "VM Network"}
+    assert provider.create_network(VMNET, _tags()) == {"portgroup": "VM Network"}
     info = provider.create_machine(_node(network="vmnet"), _tags())
     assert info.state == "running"
     vm = admin.content.searchIndex.FindByInventoryPath("DC0/vm/vslab/vslab-vm1")
@@ -224,3 +233,48 @@ def test_a_session_refused_again_after_a_new_login_is_a_clear_error(provider: Vs
     with pytest.raises(ProviderError, match="reading box: the session was refused again right after a new login"):
         provider.status("box")
     assert len(seen) == 2  # renewed once, not in a loop
+
+
+def test_the_machine_waits_for_tools_and_takes_the_guests_address(vcsim: Vcsim, tmp_path: Path, admin: Any) -> None:
+    """The address comes from the PropertyCollector wait; it is the SSH endpoint and the lab network's address."""
+    before = inventory(admin)
+    node = _node("g1", network="vmnet")
+    p = _provider(vcsim, tmp_path, nodes=(node,))
+    p.prepare_image(ResolvedImage(name="tmpl", source="template", template=TEMPLATE))
+    info = p.create_machine(node, _tags())
+    vm = admin.content.searchIndex.FindByInventoryPath("DC0/vm/vslab/vslab-g1")
+    reported = vm.guest.ipAddress
+    assert ip_address(reported) in ip_network(GUEST_NET)
+    assert vm.guest.toolsRunningStatus == "guestToolsRunning"
+    assert info.ssh is not None
+    assert (info.ssh.host, info.ssh.port, info.ssh.user) == (reported, 2222, "debian")
+    assert info.addresses == {"vmnet": reported}
+    assert p.status("g1").ssh == info.ssh  # read back later from the VM alone
+
+    wait_task(admin, vm.PowerOffVM_Task(), what="power-off")  # someone powered it off: up starts it again
+    assert p.status("g1").ssh is None
+    again = p.create_machine(node, _tags())
+    assert str(vm.runtime.powerState) == "poweredOn"
+    assert again.ssh == info.ssh  # the same guest, the same address
+    p.delete_machine("g1")
+    p.close()
+    assert inventory(admin) == before
+
+
+def test_a_guest_that_never_reports_an_address_times_out_naming_tools(vcsim_factory: Callable[..., Vcsim],
+                                                                        tmp_path: Path) -> None:
+    sim = vcsim_factory(guest_net=None)  # the simulator's own VMs: tools never run
+    node = _node("silent")
+    p = _provider(sim, tmp_path, nodes=(node,), guest_timeout=2)
+    p.prepare_image(ResolvedImage(name="tmpl", source="template", template=TEMPLATE))
+    admin_si = SmartConnect(host=sim.host, port=sim.port, user="user", pwd="pass",
+                            sslContext=ssl.create_default_context(cafile=str(sim.ca_file)))
+    template = admin_si.content.searchIndex.FindByInventoryPath(f"DC0/vm/{TEMPLATE}")
+    wait_task(admin_si, template.CreateSnapshot_Task(name="base", memory=False, quiesce=False), what="snapshot")
+    with pytest.raises(ProviderError, match="VMware Tools in vslab-silent to report the guest running with an IPv4"):
+        p.create_machine(node, _tags())
+    assert [r.name for r in p.find_resources("vslab")] == ["silent"]  # tagged: destroy and reap find it
+    p.delete_machine("silent")
+    assert p.find_resources("vslab") == []
+    p.close()
+    Disconnect(admin_si)
