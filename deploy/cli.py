@@ -257,7 +257,10 @@ def _print_access(session: Any) -> None:
     for name in session.resolved.nodes:
         record = state.resources.get(f"machine:{name}")
         ssh = record.outputs.get("ssh") if record else None
-        if ssh:
+        if not session.resolved.nodes[name].ssh:
+            addresses = ", ".join((record.outputs.get("addresses") or {}).values()) if record else ""
+            out.print(f"  {name}: {addresses or 'no address reported'} (ssh: false)", markup=False)
+        elif ssh:
             line = SshEndpoint.from_outputs(ssh).command(known_hosts=known, alias=name)
             out.print(f"  {name}: {line}", markup=False)
 

@@ -114,7 +114,7 @@ def export_known_hosts(state_dir: Path, nodes: list[ResolvedNode], outputs: Outp
     endpoints = {}
     for node in nodes:
         machine = outputs(f"machine:{node.name}")
-        if "ssh" in machine:
+        if "ssh" in machine and node.ssh:  # a node with ssh: false was never logged in to: no key
             ssh = endpoint(machine)
             endpoints[node.name] = (ssh.host, ssh.port)
     HostKeyStore(known_hosts_path(state_dir)).export_known_hosts(path, endpoints)
@@ -126,7 +126,7 @@ def verify_targets(resolved: ResolvedLab, outputs: Outputs) -> list[VerifyTarget
     settings = configure_settings(resolved)
     managed_hosts = tuple((addr, name) for name, addr in sorted(settings.hosts.items()))
     targets = []
-    for node in resolved.nodes.values():
+    for node in (n for n in resolved.nodes.values() if n.ssh):  # nothing logs in to a node with ssh: false
         kind = resolved.providers[node.provider].kind
         configured = "base" in node.roles or bool(CONTAINER_ROLES & set(node.roles))
         targets.append(VerifyTarget(

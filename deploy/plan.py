@@ -168,13 +168,13 @@ def _node_resources(resolved: ResolvedLab, node: ResolvedNode, shared: dict[str,
     deps = [rid.network(nic.network) for nic in node.nics if nic.mode != "user"]
     if _needs_image(resolved, node):
         deps.insert(0, rid.image(node.provider, node.image or ""))
-    machine_inputs = {k: v for k, v in plain(node).items() if k not in ("roles", "labels")}
+    machine_inputs = {k: v for k, v in plain(node).items() if k not in ("roles", "labels", "ssh")}
+    reach = {"user": node.ssh_user, "port": node.ssh_port} if node.ssh else {"ssh": False}
     resources = [
         Resource(rid.machine(node.name), "machine", node.name, node.provider, tuple(deps), machine_inputs),
-        Resource(rid.reachable(node.name), "reachable", node.name, node.provider, (rid.machine(node.name),),
-                 {"user": node.ssh_user, "port": node.ssh_port}),
+        Resource(rid.reachable(node.name), "reachable", node.name, node.provider, (rid.machine(node.name),), reach),
     ]
-    if node.roles:
+    if node.roles and node.ssh:
         resources.append(Resource(rid.configure(node.name), "configure", node.name, node.provider,
                                   (rid.reachable(node.name),), {"roles": list(node.roles), **shared}))
     return resources

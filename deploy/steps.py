@@ -19,7 +19,7 @@ from typing import Any
 from deploy import resources as rid
 from deploy.errors import LabError, ProviderError, StageError
 from deploy.model.resolve import ResolvedLab
-from deploy.providers.base import ProviderContext, SomeProvider, Tags
+from deploy.providers.base import MachineInfo, ProviderContext, SomeProvider, Tags
 from deploy.providers.registry import provider_class
 from deploy.resources import Outputs, Resource
 from deploy.stages import stage_of
@@ -108,18 +108,25 @@ def _network(resource: Resource, ctx: StepContext) -> Outputs:
 
 
 def _machine(resource: Resource, ctx: StepContext) -> Outputs:
-    info = _provider(resource, ctx).create_machine(ctx.resolved.nodes[resource.name], ctx.tags)
-    if info.ssh is None:
-        raise StageError("machines", "the provider reported no SSH endpoint", host=resource.name,
-                         hint="give the node a network the host can reach (mode user or bridge)")
-    return {"state": info.state, "ssh": info.ssh.to_outputs(),
-            "ports": {str(k): v for k, v in info.ports.items()}, "addresses": info.addresses}
+    node = ctx.resolved.nodes[resource.name]
+    info = _provider(resource, ctx).create_machine(node, ctx.tags)
+    outputs: Outputs = {"state": info.state, "ports": {str(k): v for k, v in info.ports.items()},
+                        "addresses": info.addresses}
+    if info.ssh is not None:
+        return outputs | {"ssh": info.ssh.to_outputs()}
+    if not node.ssh:
+        return outputs  # nothing logs in to it
+    raise StageError("machines", "the provider reported no SSH endpoint", host=resource.name,
+                     hint="give the node a network the host can reach (mode user or bridge), "
+                          "or set ssh: false on a node nothing logs in to")
 
 
 def _reachable(resource: Resource, ctx: StepContext) -> Outputs:
     """The provider's own wait: it sees a machine that died while booting, not only a silent port."""
     provider = _provider(resource, ctx)
     info = provider.status(resource.name)
+    if not ctx.resolved.nodes[resource.name].ssh:
+        return _up_without_ssh(provider.name, info)
     if info.ssh is None:
         raise StageError("reachable", f"provider {provider.name} reports machine {resource.name} {info.state} "
                          "with no SSH endpoint", host=resource.name, hint="`deploy status` shows its state")
@@ -128,6 +135,14 @@ def _reachable(resource: Resource, ctx: StepContext) -> Outputs:
     except ProviderError as exc:
         raise StageError("reachable", exc.message, host=resource.name, hint=exc.hint) from None
     return {"ssh": f"{info.ssh.user}@{info.ssh.host}:{info.ssh.port}"}
+
+
+def _up_without_ssh(provider: str, info: MachineInfo) -> Outputs:
+    """A node nothing logs in to is reachable once its provider reports it running (with its addresses)."""
+    if info.state != "running":
+        raise StageError("reachable", f"provider {provider} reports machine {info.name} {info.state}",
+                         host=info.name, hint="`deploy status` shows its state; `deploy up` again starts it")
+    return {"state": info.state, "addresses": info.addresses}
 
 
 def _configure(batch: list[Resource], ctx: StepContext) -> dict[str, Outputs | LabError]:

@@ -21,6 +21,7 @@ from deploy.model.checks_configure import (
     check_mirrors,
     check_roles,
     check_runtime_files,
+    check_ssh_less,
     check_system,
 )
 from deploy.model.checks_kubernetes import (
@@ -174,7 +175,8 @@ def check_reachable(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Proble
     """A libvirt machine needs a user-mode NIC: its SSH port forward is the host's only way in."""
     for node in resolved.nodes.values():
         spec = resolved.providers.get(node.provider)
-        if spec is None or spec.kind not in USER_NETWORKS or any(n.mode in ("user", "unknown") for n in node.nics):
+        if spec is None or spec.kind not in USER_NETWORKS or not node.ssh \
+                or any(n.mode in ("user", "unknown") for n in node.nics):
             continue
         nets = ", ".join(f"{n.network} ({n.mode})" for n in node.nics)
         mgmt = _user_network(resolved, node.provider)
@@ -237,7 +239,7 @@ from deploy.model.provider_checks import check_provider_capabilities, check_prov
 CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_node_references, check_group_overrides, check_networks, check_addresses,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
-                       check_host_ports, check_roles, check_kubernetes_apt, check_runtime_files, check_mirrors,
-                       check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
+                       check_host_ports, check_roles, check_ssh_less, check_kubernetes_apt, check_runtime_files,
+                       check_mirrors, check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
                        check_control_planes, check_cni, check_vip, check_k3s_source, *ADDON_CHECKS,
                        *TYPED_ADDON_CHECKS]

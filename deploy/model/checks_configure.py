@@ -15,7 +15,7 @@ from functools import cache
 from deploy.configure.catalog import ROLES, known_roles, mirror_file_names, needed_files, steps_for_roles
 from deploy.errors import Problem
 from deploy.model.load import LoadedLab, PathKey, did_you_mean, format_path, unknown_name
-from deploy.model.problems import first_written, node_layers, problem
+from deploy.model.problems import field_path, first_written, node_layers, problem
 from deploy.model.resolve import ResolvedLab
 
 _URL = re.compile(r"^https?://[^\s/]+")
@@ -46,6 +46,17 @@ def check_roles(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
                               "needs a kubernetes: section",
                               "add kubernetes: {version: '1.36', control_plane: <group>, apt: {repo: ...}}, "
                               "or drop the role")
+
+
+def check_ssh_less(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    """A node with ``ssh: false`` has no role that configure or the cluster reach over SSH."""
+    for node in resolved.nodes.values():
+        over_ssh = [r for r in node.roles if r in ROLES and (ROLES[r].steps or ROLES[r].needs_kubernetes)]
+        if node.ssh or not over_ssh:
+            continue
+        yield problem(loaded, field_path(loaded, resolved, node.name, "ssh"),
+                      f"node {node.name}: ssh: false, but role {over_ssh[0]!r} is applied over SSH",
+                      f"drop ssh: false, or drop the role{'s' * (len(over_ssh) > 1)} {', '.join(over_ssh)}")
 
 
 def _steps(resolved: ResolvedLab) -> set[str]:

@@ -22,7 +22,7 @@ from deploy.model.schema import AnyProvider, GroupSpec, ImageSpec, Lab, NetworkS
 
 BUILTIN = NodeSpec.model_validate({"cpus": 1, "memory": "1GiB", "disk": "10GiB", "networks": [], "roles": [],
                                    "nested_virtualization": False, "gpus": [], "ports": [], "extra_disks": [],
-                                   "labels": {}})
+                                   "labels": {}, "ssh": True})
 NODE_NAME = re.compile(r"^(?P<group>.+)-(?P<index>\d+)$")
 
 
@@ -130,6 +130,7 @@ def _node(lab: Lab, name: str, place: tuple[str | None, int], ip_offset: int,
         nested_virtualization=fields["nested_virtualization"],
         gpus=tuple(GpuDevice(g.pci.lower()) for g in fields["gpus"]),
         ports=tuple(PortForward(p.guest, p.host) for p in fields["ports"]),
+        ssh=fields["ssh"],
         ssh_user=fields["ssh_user"] or _image_user(lab, image),
         address=fields["address"] or _group_address(lab, group, index),
         ssh_port=fields["ssh_port"] or 22,

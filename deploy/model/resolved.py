@@ -80,6 +80,7 @@ class ResolvedNode:
     nested_virtualization: bool = False
     gpus: tuple[GpuDevice, ...] = ()
     ports: tuple[PortForward, ...] = ()
+    ssh: bool = True  # False: nothing logs in (no reachable SSH wait, no configure, no node checks)
     ssh_user: str = "root"
     address: str | None = None  # existing hosts: where they already are
     ssh_port: int = 22

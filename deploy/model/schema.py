@@ -110,6 +110,7 @@ class VsphereProviderSpec(Strict):
     verify_tls: bool = Field(True, description="false skips TLS verification, with a warning (never the default)")
     clone: Literal["linked", "full"] = Field("linked", description="linked clone from the template's snapshot")
     max_tasks: int = Field(8, gt=0, description="vCenter tasks in flight at once")
+    guest_timeout: float = Field(900, gt=0, description="seconds after power-on for VMware Tools to report an IP")
 
 
 class VagrantProviderSpec(Strict):
@@ -296,6 +297,8 @@ class NodeSpec(Strict):
     nested_virtualization: bool | None = None
     gpus: list[GpuSpec] | None = None
     ports: list[Port] | None = Field(None, description="guest TCP ports forwarded to host loopback")
+    ssh: bool | None = Field(None, description="false: nothing logs in to this node (appliances such as nested "
+                                               "ESXi); it is up once its provider reports it running")
     ssh_user: str | None = None
     ssh_port: int | None = Field(None, ge=1, le=65535)
     ssh_key: str | None = Field(None, description="private key file (existing hosts)")

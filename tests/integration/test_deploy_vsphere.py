@@ -1,18 +1,20 @@
 """``deploy up/status/destroy/reap`` of a small vSphere lab against the TLS vcsim, through the CLI.
 
-vcsim runs no guest OS, so a vSphere machine has no SSH endpoint; today the machine step itself
-refuses a machine without one (after the VM exists, tagged), so ``deploy up`` exits 6 naming SSH.
-A gate that lets an SSH-less machine stop at ``machine:`` is not written yet (strict xfail below).
+vcsim runs no guest OS: our vcsim plays VMware Tools (a guest address from 192.0.2.0/24 after
+power-on), and the lab's node is ``ssh: false``, so ``up`` waits for the guest through the
+PropertyCollector and nothing connects to it (the traffic rule).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from pyVim.connect import Disconnect, SmartConnect
 
 from deploy.providers.vsphere_tasks import wait_task
 from tests.integration.test_vsphere_provider import TEMPLATE, inventory
-from tests.integration.vcsim_fixtures import Vcsim
+from tests.integration.vcsim_fixtures import GUEST_NET, Vcsim
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -36,7 +38,7 @@ images:
 networks:
   vmnet: {{provider: dc1, mode: bridge, bridge: "VM Network"}}
 nodes:
-  vm1: {{provider: dc1, image: tmpl, networks: [vmnet]}}
+  vm1: {{provider: dc1, image: tmpl, networks: [vmnet], ssh: false}}
 """
 
 
@@ -69,7 +71,8 @@ def test_up_status_destroy_leave_an_empty_inventory(sim: tuple[Vcsim, Any], tmp_
     lab = _lab(tmp_path, server)
     assert _deploy(lab, "validate", str(lab)).returncode == 0
     up = _deploy(lab, "up", str(lab))
-    assert "ok machine:vm1" in up.stdout or "no SSH endpoint" in up.stderr, up.stdout + up.stderr
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "ok machine:vm1" in up.stderr
     assert "vcsim-password-123" not in up.stdout + up.stderr
     assert "vim.Folder:vslab-cli" in inventory(si)
     assert "vim.VirtualMachine:vslab-cli-vm1" in inventory(si)
@@ -99,10 +102,36 @@ def test_reap_removes_a_vm_whose_lab_state_is_gone(sim: tuple[Vcsim, Any], tmp_p
     assert inventory(si) == before  # the VM and its emptied lab folder
 
 
-@pytest.mark.xfail(strict=True, reason="the machine step requires an SSH endpoint; no gate for SSH-less "
-                                       "vSphere machines yet")
-def test_up_of_an_ssh_less_vsphere_machine_stops_at_machine(sim: tuple[Vcsim, Any], tmp_path: Path) -> None:
-    server, _si = sim
+def test_up_waits_for_the_guest_then_a_second_up_changes_nothing(sim: tuple[Vcsim, Any], tmp_path: Path) -> None:
+    server, si = sim
     lab = _lab(tmp_path, server)
     up = _deploy(lab, "up", str(lab))
-    assert up.returncode == 0, up.stderr
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "ok reachable:vm1" in up.stderr
+    vm = si.content.searchIndex.FindByInventoryPath("DC0/vm/vslab-cli/vslab-cli-vm1")
+    reported = vm.guest.ipAddress
+    assert ip_address(reported) in ip_network(GUEST_NET)
+    assert f"vm1: {reported} (ssh: false)" in up.stdout  # no ssh command line for a node nothing logs in to
+    again = _deploy(lab, "up", str(lab))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "No changes" in again.stdout
+    rows = json.loads(_deploy(lab, "status", "--output", "json", str(lab)).stdout)
+    assert [(r["node"], r["state"]) for r in rows] == [("vm1", "running")]
+    assert _deploy(lab, "destroy", str(lab)).returncode == 0
+
+
+def test_a_powered_off_ssh_less_machine_fails_reachable_until_it_is_replaced(sim: tuple[Vcsim, Any],
+                                                                             tmp_path: Path) -> None:
+    server, si = sim
+    lab = _lab(tmp_path, server)
+    assert _deploy(lab, "up", str(lab)).returncode == 0
+    vm = si.content.searchIndex.FindByInventoryPath("DC0/vm/vslab-cli/vslab-cli-vm1")
+    wait_task(si, vm.PowerOffVM_Task(), what="power-off")
+    again = _deploy(lab, "up", "--replace", "reachable:vm1", str(lab))
+    assert again.returncode != 0
+    assert "reports machine vm1 stopped" in again.stderr
+    replaced = _deploy(lab, "up", "--replace", "machine:vm1", str(lab))
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    vm = si.content.searchIndex.FindByInventoryPath("DC0/vm/vslab-cli/vslab-cli-vm1")  # a new VM
+    assert str(vm.runtime.powerState) == "poweredOn"
+    assert _deploy(lab, "destroy", str(lab)).returncode == 0
