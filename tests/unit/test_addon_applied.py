@@ -1,5 +1,5 @@
 """What a typed add-on records of the objects and labels labdeploy applies around its releases, what a
-later run finds stale in that record (deploy/addons/applied.py).
+later run finds stale in that record, and how the plan words their removal (deploy/addons/applied.py).
 The removal itself against an API server: tests/integration/test_addons_cleanup.py."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from deploy.addons import applied, gpu, typed
+from deploy.addons.plan import delete_reason
 from deploy.model import open_lab
 from tests.unit.labfiles import valid
 from tests.unit.test_typed_addons import LAB, SANDBOX
@@ -79,3 +80,26 @@ def test_another_api_version_of_the_same_object_is_not_stale_and_union_keeps_the
     assert both["node_labels"] == {"n1": ["a", "b"]}
     assert both["created_namespaces"] == ["x"]
 
+
+def test_the_plan_names_the_cleanup_before_the_uninstall(tmp_path: Path) -> None:
+    resolved = valid(tmp_path, LAB + MESH)
+    from deploy.plan import build_resources
+
+    recorded = {**typed.outputs(build_resources(resolved)["addon:mesh"].inputs),
+                "applied": applied.record(typed.typed_addons(resolved)["mesh"], [])}
+    assert delete_reason(recorded) == (
+        "no longer in the lab: delete PeerAuthentication istio-system/default, "
+        "unlabel namespace demo (istio.io/dataplane-mode), unlabel namespace shop (istio.io/dataplane-mode); "
+        "helm uninstall ztunnel -n istio-system, istio-cni -n istio-system, istiod -n istio-system, "
+        "istio-base -n istio-system")
+    gpu_recorded = {"releases": [{"release": "gpu-operator", "namespace": "gpu-operator"}],
+                    "applied": _record(tmp_path / "g", GPU, "gpu", ("gpu-operator",))}
+    assert delete_reason(gpu_recorded) == (
+        "no longer in the lab: delete ConfigMap gpu-operator/labdeploy-time-slicing, "
+        "unlabel node control-1 (nvidia.com/gpu.deploy.operands), "
+        "unlabel node workers-1 (nvidia.com/gpu.deploy.operands), "
+        "unlabel node workers-2 (feature.node.kubernetes.io/pci-10de.present, nvidia.com/gpu.deploy.operands); "
+        "helm uninstall gpu-operator -n gpu-operator; "
+        "delete Namespace gpu-operator (unless a release of the lab is left there)")
+    legacy = {"releases": gpu_recorded["releases"]}  # recorded before labdeploy recorded what it applied
+    assert delete_reason(legacy) == "no longer in the lab: helm uninstall gpu-operator -n gpu-operator"
