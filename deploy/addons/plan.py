@@ -6,6 +6,7 @@
                                           bundle step that builds helm (when this run builds it)
     order_only(resource, dep)             a Helm add-on's add-on dependencies only order its install
     update_reason / delete_reason         "cilium: upgrade 1.16.5 → 1.17.0", "no longer in the lab: helm uninstall ..."
+                                          (a typed add-on's also names the objects and labels it removes first)
 
 Their inputs: the bridge CNI and the RuntimeClasses hash their spec and the nodes; a Helm-installed add-on
 hashes each release's chart identity and rendered values (:mod:`deploy.addons.releases`), and a typed one
@@ -17,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy.addons import releases, typed
+from deploy.addons import applied, releases, typed
 from deploy.model.resolve import ResolvedLab
 from deploy.resources import Resource, ResourceId
 
@@ -86,6 +87,15 @@ def update_reason(resource: Resource, recorded: dict[str, Any]) -> str:
 
 def delete_reason(recorded: dict[str, Any]) -> str:
     if "releases" in recorded:
-        names = ", ".join(f"{r['release']} -n {r['namespace']}" for r in reversed(recorded["releases"]))
-        return f"no longer in the lab: helm uninstall {names}"
+        return "no longer in the lab: " + "; ".join(_typed_removal(recorded))
     return releases.delete_reason(recorded)
+
+
+def _typed_removal(recorded: dict[str, Any]) -> list[str]:
+    """What removing a typed add-on does, in order: its objects and labels, its releases, its namespaces."""
+    found = recorded.get("applied") or {}
+    names = ", ".join(f"{r['release']} -n {r['namespace']}" for r in reversed(recorded["releases"]))
+    cleanup = ", ".join(applied.describe(found))
+    created = ", ".join(found.get("created_namespaces", []))
+    return [*([cleanup] if cleanup else []), *([f"helm uninstall {names}"] if names else []),
+            *([f"delete Namespace {created} (unless a release of the lab is left there)"] if created else [])]

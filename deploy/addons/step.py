@@ -2,7 +2,10 @@
 
 An ``addons:`` entry is one release (:func:`install`); a typed add-on (Cilium, Istio, the GPU operator) is
 its releases in order with the objects and node labels labdeploy sets around them (:func:`install_typed`):
-releases it no longer has are uninstalled first, last installed first.
+releases it no longer has are uninstalled first, last installed first, and the objects and labels it
+applied on an earlier run but no longer wants are removed last. What it applied is recorded in its
+outputs (``applied``, :mod:`deploy.addons.applied`), so that removing the add-on (:func:`teardown_addon`)
+deletes those objects and strips those labels before its releases are uninstalled.
 
 Helm is the bundle's (``deploy bundle build`` makes it); it runs on the host with the kubeconfig the
 cluster stage wrote, and keeps its own cache under the state folder. The values file is written
@@ -17,8 +20,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from deploy.addons import charts, releases, values
+from deploy.addons import applied, charts, releases, values
 from deploy.addons.helm import STAGE, Helm, Release
+from deploy.addons.typed import TypedAddon
 from deploy.atomic import atomic_write
 from deploy.errors import StageError
 from deploy.model.schema_addons import AddonSpec
@@ -48,32 +52,56 @@ def install(resource: Resource, ctx: Any) -> Outputs:
 
 def install_typed(resource: Resource, ctx: Any) -> Outputs:
     from deploy.addons.typed import gone, outputs, typed_addons
-    from deploy.cluster import kube
-    from deploy.cluster.stage import cluster_api, progress
+    from deploy.cluster.stage import cluster_api
 
     addon = typed_addons(ctx.resolved).get(resource.name)
     if addon is None:
         raise StageError(STAGE, f"add-on {resource.name} is not in the lab any more")
-    log = progress(ctx)
+    earlier = ctx.outputs_of(resource.id).get("applied") or {}
     helm = helm_for(ctx)
     for old in gone(resource.inputs, ctx.outputs_of(resource.id)):
-        log(f"addons: {resource.name}: helm uninstall {old['release']} -n {old['namespace']}")
+        _say(ctx, resource.name, f"helm uninstall {old['release']} -n {old['namespace']}")
         helm.uninstall(old["release"], old["namespace"])
-    api = cluster_api(ctx) if addon.objects or addon.node_labels else None
-    if api is not None and addon.before:
+    api = cluster_api(ctx) if addon.objects or addon.node_labels or earlier else None
+    wanted = applied.record(addon, created_namespaces(api, addon, earlier))
+    try:
+        _converge(addon, api, helm, ctx)
+    except StageError as exc:  # what may be installed or applied by now is recorded, so a removal undoes it
+        left = {**outputs(resource.inputs), "applied": applied.union(earlier, wanted)}
+        raise StageError(STAGE, str(exc), hint=exc.hint, left=left) from None
+    for done in applied.remove(api, applied.stale(earlier, wanted), STAGE) if api is not None else []:
+        _say(ctx, resource.name, f"{done} (no longer in the lab)")
+    return {**outputs(resource.inputs), "applied": wanted}
+
+
+def _converge(addon: TypedAddon, api: Any, helm: Helm, ctx: Any) -> None:
+    """The objects before, the releases in order, the objects after and the node labels."""
+    from deploy.cluster import kube
+
+    if addon.before:
         kube.apply(api, list(addon.before), stage=STAGE)
     for spec in addon.releases:
-        log(f"addons: {resource.name}: helm upgrade --install {spec.name} {spec.chart} {spec.version} "
-            f"-n {spec.namespace}")
-        try:
-            _upgrade(helm, spec, ctx)
-        except StageError as exc:  # what may be installed by now is recorded (uninstall ignores the missing)
-            raise StageError(STAGE, str(exc), hint=exc.hint, left=outputs(resource.inputs)) from None
-    if api is not None and addon.after:
+        _say(ctx, addon.name, f"helm upgrade --install {spec.name} {spec.chart} {spec.version} -n {spec.namespace}")
+        _upgrade(helm, spec, ctx)
+    if addon.after:
         kube.apply(api, list(addon.after), stage=STAGE)
-    if api is not None and addon.node_labels:
+    if addon.node_labels:
         kube.apply(api, node_label_patches(addon.node_labels), field_manager=LABEL_MANAGER, stage=STAGE)
-    return outputs(resource.inputs)
+
+
+def created_namespaces(api: Any, addon: TypedAddon, earlier: applied.Record) -> list[str]:
+    """The add-on's own namespaces labdeploy created: on an earlier run, or now (absent before it applies them)."""
+    from deploy.cluster import kube
+
+    before = set(earlier.get("created_namespaces", []))
+    return sorted(before | {ns for ns in applied.own_namespaces(addon)
+                            if ns not in before and not kube.exists(api, "v1", "Namespace", ns, stage=STAGE)})
+
+
+def _say(ctx: Any, name: str, message: str) -> None:
+    from deploy.cluster.stage import progress
+
+    progress(ctx)(f"addons: {name}: {message}")
 
 
 LABEL_MANAGER = "labdeploy-addons"  # its own field manager: a label the lab drops is removed by the next apply
@@ -118,16 +146,43 @@ def _waiting_for(ctx: Any, addon: AddonSpec) -> str:
 
 
 def teardown_addon(_provider: object, name: str, ctx: Any) -> None:
-    """``helm uninstall`` of a release the lab no longer has (nothing when the whole lab goes)."""
+    """A typed add-on the lab no longer has: the objects labdeploy applied around it deleted and its
+    labels stripped, then ``helm uninstall`` of its releases (and of an ``addons:`` entry's release),
+    last installed first, then the namespaces labdeploy created for it. Nothing when the whole lab goes."""
+    from deploy.cluster.stage import cluster_api
+
     recorded = ctx.outputs_of(f"addon:{name}")
     if ctx.destroying:
         return  # the cluster goes with its machines
     installed = recorded.get("releases") or ([recorded] if "release" in recorded else [])
-    if not installed:
+    found: applied.Record = recorded.get("applied") or {}
+    if not installed and not found:
         return  # the bridge CNI and the RuntimeClasses are no Helm releases
-    helm = helm_for(ctx)
+    helm = helm_for(ctx) if installed else None  # before touching the cluster: a missing helm changes nothing
+    api = cluster_api(ctx) if found else None
+    for done in applied.remove(api, found, STAGE) if found else []:
+        _say(ctx, name, done)
     for release in reversed(installed):
+        assert helm is not None
         helm.uninstall(release["release"], release["namespace"])
+    _delete_namespaces(ctx, api, name, found.get("created_namespaces", []))
+
+
+def _delete_namespaces(ctx: Any, api: Any, name: str, created: list[str]) -> None:
+    """The namespaces labdeploy created for a removed add-on, unless a release of the lab still lives there."""
+    from deploy.cluster import kube
+
+    for namespace in sorted(set(created) - _release_namespaces(ctx)):
+        if kube.delete_object(api, "v1", "Namespace", namespace, stage=STAGE):
+            _say(ctx, name, f"deleted Namespace {namespace}")
+
+
+def _release_namespaces(ctx: Any) -> set[str]:
+    from deploy.addons.typed import typed_addons
+
+    addons: list[AddonSpec] = ctx.resolved.lab.addons
+    typed = [r.namespace for t in typed_addons(ctx.resolved).values() for r in t.releases]
+    return {a.namespace for a in addons} | set(typed)
 
 
 def helm_for(ctx: Any) -> Helm:

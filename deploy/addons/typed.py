@@ -65,7 +65,8 @@ def inputs(addon: TypedAddon, mirror: str | None, lab_dir: Path) -> dict[str, An
 
 
 def outputs(wanted: dict[str, Any]) -> dict[str, Any]:
-    """What the step records: each installed release (as :func:`releases.outputs`), objects and labels."""
+    """What the step records: each installed release (as :func:`releases.outputs`), objects and labels
+    (the step adds ``applied``, :func:`deploy.addons.applied.record`: what a removal deletes and unlabels)."""
     return {"releases": [releases.outputs(r) for r in wanted["releases"]], "objects": wanted["objects"],
             "node_labels": wanted["node_labels"]}
 

@@ -3,6 +3,8 @@
     client_for(kubeconfig)                    an ApiClient of its own (no global config)
     apply(api, manifests)                     server-side apply of any kind; "Kind/name" that changed
     delete_object(api, api_version, kind, name, namespace=None) -> bool
+    exists(api, api_version, kind, name, namespace=None) -> bool
+    remove_labels(api, api_version, kind, name, keys) -> list[str]   JSON merge patch, each key null
     list_names(api, api_version, kind, label_selector="") -> list[str]
     wait_nodes_ready / node_pod_cidrs / wait_pod_cidrs / delete_node / drain      (kube_nodes.py)
     wait_rollout / not_ready_pods                                                 (kube_rollout.py)
@@ -32,6 +34,7 @@ from deploy.cluster.kube_rollout import not_ready_pods, wait_rollout
 from deploy.errors import StageError
 
 APPLY = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
 ApiClient = client.ApiClient
 
 
@@ -107,8 +110,11 @@ def delete_object(
     *,
     stage: str = "cluster",
 ) -> bool:
-    """Delete one object (background propagation); False when it was already gone."""
-    resource = Discovery(api, stage).resource(api_version, kind)
+    """Delete one object (background propagation); False when it was already gone (or the API server
+    serves no such kind any more: its CRD went, and the object with it)."""
+    resource = Discovery(api, stage).find(api_version, kind)
+    if resource is None:
+        return False
     try:
         request(api, "DELETE", resource.path(name, namespace), query=[("propagationPolicy", "Background")])
     except ApiException as exc:
@@ -116,6 +122,40 @@ def delete_object(
             return False
         raise StageError(stage, f"deleting {kind}/{name}: {server_message(exc)}") from exc
     return True
+
+
+def exists(api: client.ApiClient, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+           stage: str = "cluster") -> bool:
+    """Whether the object is stored (False also when its kind is not served)."""
+    resource = Discovery(api, stage).find(api_version, kind)
+    if resource is None:
+        return False
+    return _resource_version(api, resource.path(name, namespace), f"{kind}/{name}", stage) is not None
+
+
+def remove_labels(api: client.ApiClient, api_version: str, kind: str, name: str, keys: list[str], *,
+                  stage: str = "cluster") -> list[str]:
+    """Remove the label ``keys`` of a cluster-scoped object (a JSON merge patch setting each to null);
+    the keys it had. Nothing when the object is gone or has none of them."""
+    path = Discovery(api, stage).resource(api_version, kind).path(name)
+    try:
+        labels = (request(api, "GET", path).get("metadata") or {}).get("labels") or {}
+    except ApiException as exc:
+        if exc.status == 404:
+            return []
+        raise StageError(stage, f"reading {kind}/{name}: {server_message(exc)}") from exc
+    present = sorted(k for k in keys if k in labels)
+    if present:
+        _merge_patch(api, path, {"metadata": {"labels": dict.fromkeys(present)}}, f"{kind}/{name}", stage)
+    return present
+
+
+def _merge_patch(api: client.ApiClient, path: str, body: dict[str, Any], what: str, stage: str) -> None:
+    try:
+        request(api, "PATCH", path, body=body, content_type=MERGE_PATCH)
+    except ApiException as exc:
+        if exc.status != 404:  # gone meanwhile: nothing left to patch
+            raise StageError(stage, f"patching {what}: {server_message(exc)}") from exc
 
 
 def list_names(
@@ -142,9 +182,11 @@ __all__ = [
     "delete_node",
     "delete_object",
     "drain",
+    "exists",
     "list_names",
     "node_pod_cidrs",
     "not_ready_pods",
+    "remove_labels",
     "request",
     "wait_nodes_ready",
     "wait_pod_cidrs",

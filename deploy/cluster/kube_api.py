@@ -72,14 +72,21 @@ class Discovery:
         self._lists: dict[str, list[dict[str, Any]]] = {}
 
     def resource(self, api_version: str, kind: str) -> Resource:
-        for item in self._resources(api_version):
-            if item.get("kind") == kind and "/" not in str(item.get("name", "")):
-                return Resource(api_version, kind, str(item["name"]), bool(item.get("namespaced")))
+        found = self.find(api_version, kind)
+        if found is not None:
+            return found
         raise StageError(
             self.stage,
             f"the API server serves no kind {kind} in {api_version}",
             hint=f"check the apiVersion of the {kind} manifest, or install the CRD that defines it first",
         )
+
+    def find(self, api_version: str, kind: str) -> Resource | None:
+        """The kind's :class:`Resource`, None when the API server serves no such kind (e.g. its CRD is gone)."""
+        for item in self._resources(api_version):
+            if item.get("kind") == kind and "/" not in str(item.get("name", "")):
+                return Resource(api_version, kind, str(item["name"]), bool(item.get("namespaced")))
+        return None
 
     def _resources(self, api_version: str) -> list[dict[str, Any]]:
         if api_version not in self._lists:

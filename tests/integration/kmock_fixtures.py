@@ -10,7 +10,7 @@ runs no controllers. The tests play the parts a real cluster's components would:
   pod is decided by the test (``behave``), so a test states what a healthy or broken cluster
   would answer.
 
-Three small additions stand in for API-server behaviour kmock lacks (each only as far as the
+Four small additions stand in for API-server behaviour kmock lacks (each only as far as the
 cluster helpers' tests need it, and no further):
 
 * server-side apply (:class:`ApplyingEmulator`): a PATCH with ``application/apply-patch+yaml``
@@ -19,12 +19,14 @@ cluster helpers' tests need it, and no further):
   and a no-op apply. Field ownership, conflicts and list merging by key are not emulated;
 * discovery of the built-in kinds (``declare_builtin``), so clients resolve kind -> plural and
   scope from ``/api/v1`` and ``/apis/<group>/<version>`` as against a real server;
+* Namespace objects by name (:func:`_as_namespace_object`): kmock reads ``/api/v1/namespaces/<name>``
+  as a namespace prefix, not as the Namespace object ``<name>``; the emulator gets, patches, applies
+  and deletes that object there instead (no finalization: a deleted namespace is gone at once, and
+  the objects in it stay stored);
 * the Eviction subresource: ``POST .../pods/<name>/eviction`` deletes the pod at once (a real
   server deletes it gracefully and the kubelet removes it), or answers 429 as a
   PodDisruptionBudget would for the pods in ``refuse_eviction``.
 
-kmock reads ``/api/v1/namespaces/<name>`` as a namespace prefix, not as the Namespace object
-``<name>``: Namespace objects cannot be fetched, patched or applied by name through it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ PLURALS = {
     "Deployment": "deployments",
     "RuntimeClass": "runtimeclasses",
     "PeerAuthentication": "peerauthentications",
+    "Namespace": "namespaces",
     "Event": "events",
 }
 APPLY = "application/apply-patch+yaml"
@@ -90,11 +93,20 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     async def _handle(self, request: Any) -> Any:
+        request = self._namespace_object(request)
         content_type = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
         if request.resource is not None and request.method == "PATCH" and request.name and content_type == APPLY:
             async with self._lock:
                 await self._apply(request)
         return await super()._handle(request)  # kmock's own PATCH merges the same body again: a no-op
+
+    def _namespace_object(self, request: Any) -> Any:
+        """The request as :func:`_as_namespace_object` reads it, also in the log of requests (kmock
+        matches its reactions to the requests it logged, by identity)."""
+        read = _as_namespace_object(request)
+        if read is not request:
+            self._requests[next(i for i, r in enumerate(self._requests) if r is request)] = read
+        return read
 
     async def _apply(self, request: Any) -> None:
         key = (request.resource, request.namespace, request.name)
@@ -112,6 +124,19 @@ class ApplyingEmulator(kmock.KubernetesEmulator):
         objects[key].patch(request.data)
         if objects[key].raw != before:
             objects[key].patch({"metadata": {"resourceVersion": str(next(self._versions))}})
+
+
+NAMESPACE_ACTIONS = {"GET": kmock.action.FETCH, "PATCH": kmock.action.UPDATE, "DELETE": kmock.action.DELETE}
+
+
+def _as_namespace_object(request: Any) -> Any:
+    """``/api/v1/namespaces/<name>`` (which kmock parses as the prefix of namespace ``<name>``) as the
+    request for the Namespace object ``<name>``, as a real API server reads it."""
+    parts = request.url.path.strip("/").split("/")
+    if len(parts) != 4 or parts[:3] != ["api", "v1", "namespaces"] or request.method.value not in NAMESPACE_ACTIONS:
+        return request
+    return attrs.evolve(request, resource=kmock.resource("", "v1", "namespaces"), namespace=None, name=parts[3],
+                        action=NAMESPACE_ACTIONS[request.method.value])
 
 
 class KubeServer:

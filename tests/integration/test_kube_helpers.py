@@ -125,8 +125,6 @@ def test_apply_sends_server_side_apply_at_the_discovered_paths(server: KubeServe
 
 
 def test_paths_of_cluster_scoped_and_defaulted_namespaced_objects() -> None:
-    # kmock reads /api/v1/namespaces/<name> as a namespace prefix, so Namespace objects cannot be
-    # applied through it; their path is checked here instead.
     assert kube.Resource("v1", "Namespace", "namespaces", False).path("demo") == "/api/v1/namespaces/demo"
     assert kube.Resource("v1", "Pod", "pods", True).path("p") == "/api/v1/namespaces/default/pods/p"
     assert kube.Resource("apps/v1", "Deployment", "deployments", True).path(None, "x") == (
@@ -137,6 +135,33 @@ def test_apply_of_an_unserved_kind_names_it(api: client.ApiClient) -> None:
     widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     with pytest.raises(StageError, match=r"^cluster: the API server serves no kind Widget in example.com/v1"):
         kube.apply(api, [widget])
+
+
+def test_namespace_objects_are_applied_read_unlabelled_and_deleted_by_name(server: KubeServer,
+                                                                          api: client.ApiClient) -> None:
+    server.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo", "labels": {"team": "x"}}})
+    enrol = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo", "labels": {"istio-injection": "on"}}}
+    assert kube.apply(api, [enrol]) == ["Namespace/demo"]
+    assert server.stored("Namespace", "demo")["metadata"]["labels"] == {"team": "x", "istio-injection": "on"}  # type: ignore[index]
+    assert kube.exists(api, "v1", "Namespace", "demo")
+    assert not kube.exists(api, "v1", "Namespace", "elsewhere")
+    assert kube.remove_labels(api, "v1", "Namespace", "demo", ["istio-injection", "never-set"]) == ["istio-injection"]
+    assert server.stored("Namespace", "demo")["metadata"]["labels"] == {"team": "x"}  # type: ignore[index]
+    assert kube.remove_labels(api, "v1", "Namespace", "demo", ["istio-injection"]) == []  # already clean: no write
+    assert kube.remove_labels(api, "v1", "Namespace", "elsewhere", ["istio-injection"]) == []  # gone: nothing to do
+    patches = [r for r in server.requests("PATCH", "namespaces") if r.headers["Content-Type"] != kube.APPLY]
+    unset = {"metadata": {"labels": {"istio-injection": None}}}
+    assert [(r.url.path, r.headers["Content-Type"], r.data) for r in patches] == [
+        ("/api/v1/namespaces/demo", "application/merge-patch+json", unset)]
+    assert kube.delete_object(api, "v1", "Namespace", "demo")
+    assert server.stored("Namespace", "demo") is None
+    assert not kube.delete_object(api, "v1", "Namespace", "demo")
+
+
+def test_deleting_an_object_of_a_kind_no_longer_served_finds_it_gone(api: client.ApiClient) -> None:
+    # a CRD uninstalled with its chart takes its objects along: there is nothing left to delete
+    assert not kube.delete_object(api, "security.istio.io/v1", "PeerAuthentication", "default", "istio-system")
+    assert not kube.exists(api, "security.istio.io/v1", "PeerAuthentication", "default", "istio-system")
 
 
 def test_delete_and_list_managed_objects(server: KubeServer, api: client.ApiClient) -> None:
