@@ -179,18 +179,14 @@ def test_what_an_update_no_longer_applies_is_removed_and_what_it_keeps_stays(
 
 
 def test_destroy_leaves_the_cluster_alone_and_a_missing_helm_changes_nothing(
-        cluster: KubeServer, tmp_path: Path) -> None:
-    from deploy.bundle.recipes_tools import helm as recipe
-    from deploy.bundle.store import BundleStore
-
+        cluster: KubeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kubeconfig = cluster.kubeconfig(tmp_path)
     mesh = typed.typed_addons(valid(tmp_path / "before", LAB + MESH))["mesh"]
     record = _installed(kube.client_for(kubeconfig), mesh)
     step.teardown_addon(None, "mesh", _ctx(tmp_path, kubeconfig, LAB, {"addon:mesh": {"applied": record}},
                                            destroying=True))
     assert cluster.stored("PeerAuthentication", "default", istio.NAMESPACE) is not None  # goes with the cluster
-    if BundleStore().get(recipe().key) is not None:
-        pytest.skip("helm is in the bundle store: it would uninstall (against kmock) rather than be missing")
+    monkeypatch.setenv("LABDEPLOY_CACHE", str(tmp_path / "empty-cache"))  # a bundle store without helm
     releases = [{"release": r.name, "namespace": r.namespace} for r in mesh.releases]
     with pytest.raises(StageError, match=r"helm .* is not in the bundle store"):
         step.teardown_addon(None, "mesh", _ctx(tmp_path, kubeconfig, LAB,
