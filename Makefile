@@ -76,7 +76,8 @@ typecheck:
 pytest:
 	$(BIN)/pytest -q --timeout=1800 -m "not e2e" tests; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
 
-# what does not fit make test's hour: growing and shrinking the real cluster (a third TCG VM)
+# what does not fit make test's hour: growing and shrinking the real cluster (a third TCG VM), the NetworkPolicy
+# fault, the add-on releases through deploy up
 e2e: setup
 	$(BIN)/pytest -q --timeout=3600 -m e2e tests
 
