@@ -196,18 +196,19 @@ class LabSession:
 
     def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
                           on_event: EventSink) -> list[str]:
-        from deploy.plan import Change, delete_order
-        from deploy.steps import destroy
+        from deploy.state import ResourceRecord
+        from deploy.steps import destroy_in_order
 
         ctx = replace(self._step_context(run_id, self._tags(run_id), pool, state, None), destroying=True)
-        order = delete_order([Change(key, rec.kind, "delete") for key, rec in state.resources.items()])
-        removed = []
-        for change in order:
-            destroy(state.resources[change.resource_id], ctx)  # a machine's teardown forgets its host keys
-            del state.resources[change.resource_id]
+        removed: list[str] = []
+
+        def gone(record: ResourceRecord) -> None:  # each one saved as it goes: a kill loses no deletion
+            del state.resources[record.id]
             self.store.save(state)
-            removed.append(change.resource_id)
-            on_event({"event": "destroy", "id": change.resource_id})
+            removed.append(record.id)
+            on_event({"event": "destroy", "id": record.id})
+
+        destroy_in_order(list(state.resources.values()), ctx, gone)  # a machine's teardown forgets its host keys
         return removed
 
     def _destroy_tagged(self, pool: ProviderPool, on_event: EventSink) -> list[str]:
