@@ -61,6 +61,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         self.tasks = TaskCap(spec.max_tasks)
         self._folder_lock = threading.RLock()  # parallel creates and deletes share one lab folder
         self._session_lock = threading.RLock()
+        self._placement: dict[str, Any] = {}  # datacenter, cluster, ... read once per session (see _once)
 
     # -- the operations, each renewing an expired session once ------------------------------
     def check(self) -> None:
@@ -103,6 +104,16 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
             if self._si is not None:
                 disconnect(self._si)
                 self._si = None
+            self._placement.clear()
+
+    def _once(self, key: str, read: Callable[[], T]) -> T:
+        """``read()`` the first time in a session, then what it returned: placement does not move during a
+        run, and re-reading it for each of 500 VMs is most of their round trips. Errors are not kept."""
+        with self._session_lock:
+            if key not in self._placement:
+                self._placement[key] = read()
+            found: T = self._placement[key]
+            return found
 
     def _renewing(self, what: str, call: Callable[[], T]) -> T:
         """``call()``; when vCenter says the session is gone (expired, or ended by an admin), log in once
@@ -115,6 +126,7 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
                 if self._si is used:  # another thread may have renewed it already
                     log.info("vSphere %s: the session expired during %s; logging in again", self.spec.host, what)
                     self._si = None
+                    self._placement.clear()  # its objects are bound to the old session
         try:
             return call()
         except vim.fault.NotAuthenticated as exc:
@@ -123,37 +135,49 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
                                 "permissions (Sessions.ValidateSession)") from exc
 
     def _datacenter(self) -> Any:
-        return inv.datacenter(self.si, self.spec.datacenter)
+        return self._once("datacenter", lambda: inv.datacenter(self.si, self.spec.datacenter))
 
     def _cluster(self, dc: Any) -> Any:
+        return self._once("cluster", lambda: self._read_cluster(dc))
+
+    def _read_cluster(self, dc: Any) -> Any:
         clusters = inv.by_name(self.si, dc.hostFolder, vim.ComputeResource)
         if self.spec.cluster is None:
             return next(iter(clusters.values()))
-        return inv.pick("cluster", self.spec.cluster, clusters, f"datacenter {dc.name}")
+        return inv.pick("cluster", self.spec.cluster, clusters, self._where)
 
     def _pool(self, cluster: Any) -> Any:
-        if self.spec.resource_pool is None:
-            return cluster.resourcePool
+        return self._once("pool", lambda: self._read_pool(cluster))
+
+    def _read_pool(self, cluster: Any) -> Any:
         root = cluster.resourcePool
+        if self.spec.resource_pool is None:
+            return root
         pools = {root.name: root} | inv.by_name(self.si, root, vim.ResourcePool)
         return inv.pick("resource pool", self.spec.resource_pool, pools, f"cluster {cluster.name}")
 
     def _datastore(self, dc: Any) -> Any:
-        stores = {ds.name: ds for ds in dc.datastore}
-        return inv.pick("datastore", self.spec.datastore, stores, f"datacenter {dc.name}")
+        return self._once("datastore", lambda: inv.pick("datastore", self.spec.datastore,
+                                                        {ds.name: ds for ds in dc.datastore}, self._where))
 
     def _parent_folder(self, dc: Any) -> Any:
-        if self.spec.folder is None:
-            return dc.vmFolder
-        folders = inv.by_name(self.si, dc.vmFolder, vim.Folder)
-        return inv.pick("folder", self.spec.folder, folders, f"datacenter {dc.name}")
+        wanted = self.spec.folder
+        if wanted is None:
+            return self._once("vm folder", lambda: dc.vmFolder)
+        return self._once("folder", lambda: inv.pick("folder", wanted, inv.by_name(self.si, dc.vmFolder, vim.Folder),
+                                                     self._where))
 
     def _network(self, dc: Any, name: str) -> Any:
-        return inv.pick("port group", name, {n.name: n for n in dc.network}, f"datacenter {dc.name}")
+        networks = self._once("networks", lambda: inv.by_name(self.si, dc.networkFolder, vim.Network))
+        return inv.pick("port group", name, networks, self._where)
 
     def _template(self, dc: Any, name: str) -> Any:
-        vms = inv.by_name(self.si, dc.vmFolder, vim.VirtualMachine)
-        return inv.pick("template", name, vms, f"datacenter {dc.name}")
+        vms = self._once("templates", lambda: inv.by_name(self.si, dc.vmFolder, vim.VirtualMachine))
+        return inv.pick("template", name, vms, self._where)
+
+    @property
+    def _where(self) -> str:
+        return f"datacenter {self.spec.datacenter}"
 
     def _check(self) -> None:
         dc = self._datacenter()

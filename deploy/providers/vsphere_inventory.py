@@ -39,16 +39,24 @@ def pick(kind: str, wanted: str, found: dict[str, Any], where: str) -> Any:
                         hint=f"use one of the {kind}s listed")
 
 
-def children(si: Any, root: Any, vimtype: type, recursive: bool = True) -> list[Any]:
-    view = si.content.viewManager.CreateContainerView(root, [vimtype], recursive)
+def by_name(si: Any, root: Any, vimtype: type) -> dict[str, Any]:
+    """Every ``vimtype`` under ``root`` by name, read in one PropertyCollector call (not one per object)."""
+    return {str(props.get("name")): obj for obj, props in _contents(si, root, vimtype, ["name"])}
+
+
+def _contents(si: Any, root: Any, vimtype: type, paths: list[str]) -> list[tuple[Any, dict[str, Any]]]:
+    """(object, {path: value}) of every ``vimtype`` under ``root``: a container view read by RetrieveContents."""
+    view = si.content.viewManager.CreateContainerView(root, [vimtype], True)
     try:
-        return list(view.view)
+        traverse = vmodl.query.PropertyCollector.TraversalSpec(name="view", type=vim.view.ContainerView,
+                                                               path="view", skip=False)
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vimtype, pathSet=paths)])
+        contents = si.content.propertyCollector.RetrieveContents([spec])
     finally:
         view.DestroyView()
-
-
-def by_name(si: Any, root: Any, vimtype: type) -> dict[str, Any]:
-    return {obj.name: obj for obj in children(si, root, vimtype)}
+    return [(item.obj, {prop.name: prop.val for prop in item.propSet}) for item in contents]
 
 
 def datacenter(si: Any, name: str) -> Any:
@@ -74,21 +82,9 @@ def tags_from(extra: dict[str, str]) -> Tags | None:
 
 def tagged_vms(si: Any) -> list[tuple[Any, dict[str, str]]]:
     """Every VM in every datacenter with its labdeploy extraConfig, in one PropertyCollector call."""
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    try:
-        traverse = vmodl.query.PropertyCollector.TraversalSpec(name="view", type=vim.view.ContainerView,
-                                                               path="view", skip=False)
-        spec = vmodl.query.PropertyCollector.FilterSpec(
-            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
-            propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine,
-                                                                pathSet=["config.extraConfig"])])
-        contents = si.content.propertyCollector.RetrieveContents([spec])
-    finally:
-        view.DestroyView()
     out = []
-    for item in contents:
-        extra = {o.key: str(o.value) for prop in item.propSet for o in (prop.val or [])
-                 if o.key.startswith(TAG_PREFIX)}
+    for obj, props in _contents(si, si.content.rootFolder, vim.VirtualMachine, ["config.extraConfig"]):
+        extra = {o.key: str(o.value) for o in (props.get("config.extraConfig") or []) if o.key.startswith(TAG_PREFIX)}
         if extra:
-            out.append((item.obj, extra))
+            out.append((obj, extra))
     return out
