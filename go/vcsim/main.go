@@ -5,7 +5,7 @@
 // own), it can delay chosen SOAP methods (-method-delay CloneVM_Task=200ms,PowerOnVM_Task=50ms) so
 // waits and concurrency caps can be measured, it can play VMware Tools in the VMs it powers on
 // (-guest-net 192.0.2.0/24, -guest-delay, see guest.go), it answers incremental WaitForUpdatesEx
-// calls as vCenter does (wait.go), and it prints one line "VCSIM_URL=<url>" once it
+// calls as vCenter does (wait.go), it counts the methods it is asked (GET /labdeploy/calls), and it prints one line "VCSIM_URL=<url>" once it
 // serves. SIGINT/SIGTERM stop it.
 package main
 
@@ -63,7 +63,11 @@ func main() {
 	model.Service.ServeMux = inner
 	server := model.Service.NewServer()
 	// NewServer starts serving at once; no client knows the address before the line below.
-	server.Config.Handler = delayed(inner, delay, tools, newWaits())
+	counted := newCalls()
+	outer := http.NewServeMux()
+	outer.Handle("/labdeploy/calls", counted)
+	outer.Handle("/", delayed(inner, delay, tools, newWaits(), counted))
+	server.Config.Handler = outer
 	defer server.Close()
 
 	server.URL.User = nil
@@ -98,7 +102,7 @@ func readCloser(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(
 
 // delayed holds a SOAP request for the delay of its method before the simulator handles it
 // (and lets tools report the guest of a power task).
-func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, wt *waits) http.Handler {
+func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, wt *waits, counted *calls) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.Body != nil {
 			body, err := io.ReadAll(r.Body)
@@ -108,6 +112,7 @@ func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, w
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			method := soapMethod(body)
+			counted.add(method)
 			if d, ok := delay[method]; ok {
 				time.Sleep(d)
 			}
