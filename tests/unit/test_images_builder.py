@@ -3,6 +3,8 @@ errors from a failing mmdebstrap (a real run against a closed loopback port)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import struct
 import subprocess
@@ -260,12 +262,15 @@ def test_rerun_after_a_killed_build_kills_its_stragglers_and_builds_again(tmp_pa
     # mmdebstrap's own children (apt, dpkg) are not its PDEATHSIG: a grandchild that writes on
     writer = f"while true; do touch {work}/root/f$(date +%N); sleep 0.01; done"
     straggler = _killed_deploy(f"sh -c '{writer}' & echo $!; wait", record=work / children.RECORD)
-    time.sleep(0.3)
-    assert alive(straggler)
-
-    with pytest.raises(ImageBuildError) as err:
-        ensure_image(build(), tmp_path, mirror="http://127.0.0.1:9/debian")
-    assert not alive(straggler)
+    try:
+        time.sleep(0.3)
+        assert alive(straggler)
+        with pytest.raises(ImageBuildError) as err:
+            ensure_image(build(), tmp_path, mirror="http://127.0.0.1:9/debian")
+        assert not alive(straggler)
+    finally:  # a failed assertion must not leave the writer looping in /tmp (it did once, under load)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(straggler, signal.SIGKILL)
     assert "mmdebstrap exited with" in err.value.message  # the build ran, not OSError(39, 'Directory not empty')
     assert not work.exists()
 
