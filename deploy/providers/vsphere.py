@@ -239,6 +239,8 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         config = config_spec(node, name, tags, networks, self.ctx.ssh_public_key)
         folder = self._lab_folder(dc, create=True)
         vm = self._task(lambda: template.CloneVM_Task(folder=folder, name=name, spec=spec), f"clone of {name}")
+        with self._session_lock:
+            self._lab_vms()[node.name] = vm  # tagged by the clone itself: a re-run finds it even if the rest fails
         self._task(lambda: vm.ReconfigVM_Task(spec=config), f"reconfigure of {name}")
         self._task(vm.PowerOnVM_Task, f"power-on of {name}")
         return self._running(node.name, vm)
@@ -256,10 +258,16 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
             return wait_task(self.si, start(), what=what)
 
     def _find(self, machine: str) -> Any:
-        for vm, extra in inv.tagged_vms(self.si):
-            if extra.get(inv.TAG_PREFIX + "lab") == self.ctx.lab and extra.get(inv.NAME_KEY) == machine:
-                return vm
-        return None
+        return self._lab_vms().get(machine)
+
+    def _lab_vms(self) -> dict[str, Any]:
+        """The lab's tagged VMs by machine name: one scan per session (not one per VM: 500 scans of 500 VMs),
+        kept up to date by this provider's creates and deletes."""
+        def scan() -> dict[str, Any]:
+            return {extra[inv.NAME_KEY]: vm for vm, extra in inv.tagged_vms(self.si)
+                    if extra.get(inv.TAG_PREFIX + "lab") == self.ctx.lab and inv.NAME_KEY in extra}
+
+        return self._once("lab vms", scan)
 
     def _info(self, machine: str, vm: Any, guest: dict[str, Any] | None = None) -> MachineInfo:
         """What the lab records of ``vm``: power state, and where its guest is once Tools reported it."""
@@ -293,6 +301,10 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         if str(vm.runtime.powerState) == "poweredOn":
             self._task(vm.PowerOffVM_Task, f"power-off of {vm.name}")
         self._task(vm.Destroy_Task, f"destroy of {vm.name}")
+        with self._session_lock:  # reap removes VMs of this lab too
+            known = self._placement.get("lab vms") or {}
+            for machine in [m for m, found in known.items() if found._moId == vm._moId]:
+                del known[machine]
 
     def _remove_empty_folder(self, lab: str | None = None) -> None:
         with self._folder_lock:
