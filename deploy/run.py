@@ -121,13 +121,16 @@ class Engine:
 
     def _start_ready(self, pool: ThreadPoolExecutor, pending: set[str]) -> None:
         ready = self._keep_ready(pending)
-        batches = self._batches(ready)
-        for batch in batches:
-            if len(self._running) >= self.parallel:
-                break
+        starting = self._batches(ready)[:max(0, self.parallel - len(self._running))]
+        for batch in starting:
             for resource in batch:
                 pending.discard(resource.id)
                 self._begin(resource)
+        if starting:  # one save marks them all running before any starts (not one save per step: 500 VMs)
+            self.store.save(self.state)
+        for batch in starting:
+            for resource in batch:
+                self.emit({"event": "step", "id": resource.id, "stage": resource.stage, "status": "started"})
             future = pool.submit(self._execute, batch)
             self._running[future] = [r.id for r in batch]
 
@@ -191,8 +194,6 @@ class Engine:
         self.state.resources[resource.id] = ResourceRecord(
             resource.id, resource.kind, resource.input_hash, "running", resource.provider,
             outputs=old.outputs if old else {}, updated=time.time(), run_id=self.ctx.run_id)
-        self.store.save(self.state)
-        self.emit({"event": "step", "id": resource.id, "stage": resource.stage, "status": "started"})
 
     def _collect(self, done: set[Future[dict[str, Any]]]) -> None:
         for future in done:

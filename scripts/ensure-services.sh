@@ -12,6 +12,15 @@ if [ -d /run/systemd/system ]; then
   systemctl start virtlogd libvirtd
   exit 0
 fi
+# cgroup v1 without systemd: libvirt makes cpuset/machine when the first domain starts, and a second
+# domain started in the same instant can inherit its still-empty cpuset.mems and fail with "Unable to
+# write to .../emulator/tasks: No space left on device" (seen on a fresh machine). Make it first.
+cpuset=/sys/fs/cgroup/cpuset
+if [ -f "$cpuset/cpuset.mems" ]; then
+  mkdir -p "$cpuset/machine"
+  [ -n "$(cat "$cpuset/machine/cpuset.cpus")" ] || cat "$cpuset/cpuset.cpus" > "$cpuset/machine/cpuset.cpus"
+  [ -n "$(cat "$cpuset/machine/cpuset.mems")" ] || cat "$cpuset/cpuset.mems" > "$cpuset/machine/cpuset.mems"
+fi
 pgrep -x virtlogd >/dev/null || virtlogd -d
 pgrep -x libvirtd >/dev/null || libvirtd -d
 for _ in $(seq 1 50); do
