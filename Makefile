@@ -20,7 +20,7 @@ DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc pkg-config libvirt-dev l
 # ansible-core and kcli from PyPI into the venv
 BENCH_DEBIAN_PACKAGES := vagrant vagrant-libvirt xorriso
 BENCH_PIP_PACKAGES := ansible-core kcli
-BENCHMARKS := bench/plan_scale.py bench/noop_redeploy.py bench/vm_scale.py bench/bundle.py bench/cluster_up.py bench/addons.py
+BENCHMARKS := bench/plan_scale.py bench/noop_redeploy.py bench/vm_scale.py bench/bundle.py bench/cluster_up.py bench/addons.py bench/vsphere_fanout.py
 
 .PHONY: run test e2e setup system python services go vcsim lint typecheck pytest destroy clean bench bench-peers
 

@@ -13,10 +13,11 @@ UNSUPPORTED = "!"
 
 def plan_text(plan: Plan, *, show_keep: bool = False) -> str:
     lines = [f"Plan for lab {plan.lab}:"]
+    providers = {r.provider for r in plan.resources.values() if r.kind == "machine"}
     for change in plan.changes:
         if change.action == "keep" and not show_keep:
             continue
-        lines.append(_change_line(change))
+        lines.append(_change_line(change, _where(plan, change) if len(providers) > 1 else ""))
     counts = plan.count()
     if not plan.has_changes:
         lines.append("  No changes. The lab matches its file.")
@@ -29,11 +30,19 @@ def plan_text(plan: Plan, *, show_keep: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _change_line(change: Change) -> str:
+def _change_line(change: Change, where: str = "") -> str:
     if not change.supported and change.action not in ("keep", "delete"):
         return f"  {UNSUPPORTED:>3} {change.resource_id:<40} not supported yet"
     reason = f"  ({change.reason})" if change.reason and change.action != "create" else ""
-    return f"  {SYMBOL[change.action]:>3} {change.resource_id:<40} {change.action}{reason}"
+    return f"  {SYMBOL[change.action]:>3} {change.resource_id:<40} {change.action}{where}{reason}"
+
+
+def _where(plan: Plan, change: Change) -> str:
+    """On a lab of several providers: which one a machine (or its network or image) lands on."""
+    resource = plan.resources.get(change.resource_id)
+    if resource is None or resource.kind not in ("machine", "network", "image") or not resource.provider:
+        return ""
+    return f" on {resource.provider}"
 
 
 def _node_id(resource_id: str) -> str:

@@ -135,3 +135,23 @@ def test_a_node_that_needs_ssh_still_fails_without_an_endpoint(tmp_path: Path) -
     with pytest.raises(StageError, match="no SSH endpoint") as err:
         _machine(resource, ctx)
     assert "ssh: false" in (err.value.hint or "")
+
+
+def test_the_plan_of_a_mixed_lab_names_the_provider_each_machine_lands_on() -> None:
+    from deploy.model import open_lab
+    from deploy.plan import make_plan
+    from deploy.render import plan_text
+    from deploy.state import LabState
+
+    root = Path(__file__).resolve().parents[2]
+    for lab, where in (("nested-esxi", True), ("quickstart", False)):
+        resolved = open_lab(root / "labs" / lab / "lab.yaml")[1]
+        text = plan_text(make_plan(resolved, LabState(lab=resolved.name)))
+        rows = {line.split()[1]: line for line in text.splitlines()[1:-1]}
+        if where:
+            assert rows["machine:esxi-1"].endswith("create on dc1")
+            assert rows["machine:kvm-1"].endswith("create on local")
+            assert rows["image:dc1/esxi8"].endswith("create on dc1")
+            assert rows["reachable:esxi-1"].endswith("create")  # only what lands somewhere says where
+        else:
+            assert all(" on " not in row for row in rows.values())
