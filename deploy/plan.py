@@ -168,7 +168,7 @@ def _node_resources(resolved: ResolvedLab, node: ResolvedNode, shared: dict[str,
     deps = [rid.network(nic.network) for nic in node.nics if nic.mode != "user"]
     if _needs_image(resolved, node):
         deps.insert(0, rid.image(node.provider, node.image or ""))
-    machine_inputs = {k: v for k, v in plain(node).items() if k not in ("roles", "labels", "ssh")}
+    machine_inputs = {k: v for k, v in plain(node).items() if k not in ("roles", "labels", "ssh", "join")}
     reach = {"user": node.ssh_user, "port": node.ssh_port} if node.ssh else {"ssh": False}
     resources = [
         Resource(rid.machine(node.name), "machine", node.name, node.provider, tuple(deps), machine_inputs),
@@ -177,6 +177,10 @@ def _node_resources(resolved: ResolvedLab, node: ResolvedNode, shared: dict[str,
     if node.roles and node.ssh:
         resources.append(Resource(rid.configure(node.name), "configure", node.name, node.provider,
                                   (rid.reachable(node.name),), {"roles": list(node.roles), **shared}))
+    if node.join is not None:  # a nested ESXi host joins its vCenter's cluster once it is up
+        join = node.join.model_dump(mode="json")
+        resources.append(Resource(ResourceId("join", node.name), "join", node.name, join["provider"] or node.provider,
+                                  (rid.reachable(node.name),), join))
     return resources
 
 

@@ -53,6 +53,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("machine", "machines", run="deploy.steps:run_machine", teardown="deploy.steps:teardown_machine",
           waits_for=("image", "network")),
     Stage("reachable", "reachable", run="deploy.steps:run_reachable", waits_for=("machine",)),
+    Stage("join", "hosts", run="deploy.providers.vsphere_hosts:run_join",
+          teardown="deploy.providers.vsphere_hosts:teardown_join", waits_for=("reachable",)),
     Stage("configure", "configure", run="deploy.steps:run_configure", batched=True, waits_for=("reachable",)),
     Stage("cluster", "cluster", run="deploy.cluster.stage:run_cluster_step", waits_for=("configure", "reachable")),
     Stage("member", "cluster", run="deploy.cluster.join:run_member_step",

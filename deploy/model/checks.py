@@ -17,6 +17,7 @@ from pathlib import Path
 from deploy.errors import ConfigError, Problem
 from deploy.model.checks_addons import ADDON_CHECKS
 from deploy.model.checks_configure import (
+    check_esxi_join,
     check_kubernetes_apt,
     check_mirrors,
     check_roles,
@@ -239,7 +240,8 @@ from deploy.model.provider_checks import check_provider_capabilities, check_prov
 CHECKS: list[Check] = [check_provider_kinds, check_provider_capabilities,
                        check_node_references, check_group_overrides, check_networks, check_addresses,
                        check_reachable, check_kubernetes, check_host_selectors, check_verify_files,
-                       check_host_ports, check_roles, check_ssh_less, check_kubernetes_apt, check_runtime_files,
-                       check_mirrors, check_system, check_bundle_catalog, check_kubernetes_version, check_cluster_cidrs,
-                       check_control_planes, check_cni, check_vip, check_k3s_source, *ADDON_CHECKS,
+                       check_host_ports, check_roles, check_ssh_less, check_esxi_join, check_kubernetes_apt,
+                       check_runtime_files, check_mirrors, check_system, check_bundle_catalog,
+                       check_kubernetes_version, check_cluster_cidrs, check_control_planes, check_cni, check_vip,
+                       check_k3s_source, *ADDON_CHECKS,
                        *TYPED_ADDON_CHECKS]

@@ -59,6 +59,23 @@ def check_ssh_less(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem
                       f"drop ssh: false, or drop the role{'s' * (len(over_ssh) > 1)} {', '.join(over_ssh)}")
 
 
+def check_esxi_join(loaded: LoadedLab, resolved: ResolvedLab) -> Iterator[Problem]:
+    """``join:`` is for esxi-host nodes, and names a vsphere provider (its vCenter adds the host)."""
+    for node in resolved.nodes.values():
+        if node.join is None:
+            continue
+        where = field_path(loaded, resolved, node.name, "join")
+        provider = node.join.provider or node.provider
+        spec = resolved.providers.get(provider)
+        if "esxi-host" not in node.roles:
+            yield problem(loaded, where, f"node {node.name}: join: adds an ESXi host to a cluster, but the node "
+                          "has no esxi-host role", "add roles: [esxi-host], or drop join:")
+        elif spec is None or spec.kind != "vsphere":
+            kinds = ", ".join(sorted(n for n, p in resolved.providers.items() if p.kind == "vsphere")) or "none"
+            yield problem(loaded, where, f"node {node.name}: join: provider {provider!r} is not a vsphere provider",
+                          f"set join.provider to one of the vsphere providers: {kinds}")
+
+
 def _steps(resolved: ResolvedLab) -> set[str]:
     return {step for node in resolved.nodes.values() for step in steps_for_roles(node.roles)}
 

@@ -137,6 +137,7 @@ def _node(lab: Lab, name: str, place: tuple[str | None, int], ip_offset: int,
         ssh_key=fields["ssh_key"],
         extra_disks_gib=tuple(max(1, d // 2**30) for d in fields["extra_disks"]),
         labels=dict(fields["labels"]),
+        join=fields["join"],
     )
 
 

@@ -87,3 +87,4 @@ class ResolvedNode:
     ssh_key: str | None = None  # existing hosts: key file; otherwise the lab key is used
     extra_disks_gib: tuple[int, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    join: Any = None  # schema.EsxiJoin: the vCenter cluster a nested ESXi node is added to

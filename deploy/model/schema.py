@@ -283,6 +283,17 @@ Port = Annotated[PortSpec, BeforeValidator(_port),
 # --- nodes ---------------------------------------------------------------------------------
 
 
+class EsxiJoin(Strict):
+    """A nested ESXi node (role esxi-host) added to a cluster of a vCenter once it is up."""
+
+    provider: str | None = Field(None, description="the vsphere provider whose vCenter it joins (default: its own)")
+    cluster: str
+    user: str = "root"
+    password: Secret
+    thumbprint: str | None = Field(None, description="SHA-1 thumbprint of the host's certificate (pinned); "
+                                                     "without it the first one vCenter reports is accepted")
+
+
 class NodeSpec(Strict):
     """Fields a node can have; defaults and groups carry the same ones."""
 
@@ -304,6 +315,7 @@ class NodeSpec(Strict):
     ssh_key: str | None = Field(None, description="private key file (existing hosts)")
     address: str | None = Field(None, description="where an existing host already is")
     labels: dict[str, str] | None = None
+    join: EsxiJoin | None = Field(None, description="esxi-host: add the host to this vCenter cluster")
 
 
 class GroupSpec(NodeSpec):

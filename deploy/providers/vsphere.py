@@ -91,6 +91,17 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
     def reap_remove(self, resource: TaggedResource) -> None:
         return self._renewing(f"reaping {resource.name}", lambda: self._reap_remove(resource))
 
+    def add_host(self, cluster: str, login: Any) -> dict[str, Any]:
+        """A (nested) ESXi host into ``cluster`` (``login``: a vsphere_hosts.HostLogin)."""
+        from deploy.providers import vsphere_hosts
+
+        return self._renewing(f"adding host {login.address}", lambda: vsphere_hosts.add_host(self, cluster, login))
+
+    def remove_host(self, cluster: str, address: str) -> None:
+        from deploy.providers import vsphere_hosts
+
+        return self._renewing(f"removing host {address}", lambda: vsphere_hosts.remove_host(self, cluster, address))
+
     # -- session and placement -------------------------------------------------------------
     @property
     def si(self) -> Any:

@@ -23,6 +23,14 @@ vim: Any = _vim  # pyvmomi's stubs leave the data objects untyped
 vmodl: Any = _vmodl
 
 
+class TaskFailed(ProviderError):
+    """A vCenter task that ended in error; ``fault`` is the vim fault it reported (SSLVerifyFault, ...)."""
+
+    def __init__(self, message: str, fault: Any) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
 class TaskCap:
     """At most ``limit`` tasks in flight; ``peak`` records the most seen at once."""
 
@@ -88,5 +96,5 @@ def wait_task(si: Any, task: Any, *, what: str, timeout: float = 600.0) -> Any:
     if values["info.state"] == vim.TaskInfo.State.error:
         fault = values.get("info.error")
         detail = getattr(fault, "localizedMessage", "") or type(getattr(fault, "fault", fault)).__name__
-        raise ProviderError(f"{what} failed: {detail}")
+        raise TaskFailed(f"{what} failed: {detail}", getattr(fault, "fault", fault))
     return values.get("info.result")

@@ -5,7 +5,7 @@
 // own), it can delay chosen SOAP methods (-method-delay CloneVM_Task=200ms,PowerOnVM_Task=50ms) so
 // waits and concurrency caps can be measured, it can play VMware Tools in the VMs it powers on
 // (-guest-net 192.0.2.0/24, -guest-delay, see guest.go), it answers incremental WaitForUpdatesEx
-// calls as vCenter does (wait.go), it counts the methods it is asked (GET /labdeploy/calls), and it prints one line "VCSIM_URL=<url>" once it
+// calls as vCenter does (wait.go), it takes a destroyed host out of its cluster (hosts.go), it counts the methods it is asked (GET /labdeploy/calls), and it prints one line "VCSIM_URL=<url>" once it
 // serves. SIGINT/SIGTERM stop it.
 package main
 
@@ -118,6 +118,10 @@ func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, w
 			}
 			if method == "Fetch" {
 				fetched(w, r, body, next)
+				return
+			}
+			if method == "Destroy_Task" && bytes.Contains(body, []byte(`type="HostSystem"`)) {
+				destroyedHost(w, r, body, next)
 				return
 			}
 			if method == "WaitForUpdatesEx" {

@@ -135,3 +135,51 @@ def test_a_powered_off_ssh_less_machine_fails_reachable_until_it_is_replaced(sim
     vm = si.content.searchIndex.FindByInventoryPath("DC0/vm/vslab-cli/vslab-cli-vm1")  # a new VM
     assert str(vm.runtime.powerState) == "poweredOn"
     assert _deploy(lab, "destroy", str(lab)).returncode == 0
+
+
+ESXI_LAB = LAB.replace("  vm1: {{provider: dc1, image: tmpl, networks: [vmnet], ssh: false}}\n", """\
+groups:
+  esxi: {{provider: dc1, image: tmpl, networks: [vmnet], ssh: false, roles: [esxi-host], count: 2,
+         join: {{cluster: DC0_C0, password: {{env: VSPHERE_PASSWORD}}}}}}
+""").replace("nodes:\n", "")
+
+
+def _hosts(si: Any) -> list[str]:
+    cluster = si.content.searchIndex.FindByInventoryPath("DC0/host/DC0_C0")
+    return sorted(h.name for h in cluster.host)
+
+
+def test_nested_esxi_nodes_join_the_cluster_and_leave_it_on_destroy(sim: tuple[Vcsim, Any], tmp_path: Path) -> None:
+    """Two esxi-host nodes (clones standing in for the OVA vcsim cannot import) join DC0_C0 at their guest IPs."""
+    server, si = sim
+    before, hosts_before = inventory(si), _hosts(si)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(ESXI_LAB.format(port=server.port, ca=server.ca_file, template=TEMPLATE))
+    up = _deploy(lab, "up", str(lab))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "ok join:esxi-1" in up.stderr
+    guests = sorted(si.content.searchIndex.FindByInventoryPath(f"DC0/vm/vslab-cli/vslab-cli-esxi-{i}").guest.ipAddress
+                    for i in (1, 2))
+    assert sorted(set(_hosts(si)) - set(hosts_before)) == guests  # added at the address Tools reported
+    assert "vcsim-password-123" not in up.stdout + up.stderr
+    assert "vcsim-password-123" not in "".join(p.read_text() for p in tmp_path.rglob("*.json"))
+    again = _deploy(lab, "up", str(lab))
+    assert "No changes" in again.stdout, again.stdout + again.stderr
+    destroyed = _deploy(lab, "destroy", str(lab))
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert _hosts(si) == hosts_before  # out of the cluster before their VMs went
+    assert inventory(si) == before
+
+
+def test_a_join_to_an_unknown_cluster_fails_naming_the_clusters_there_are(sim: tuple[Vcsim, Any],
+                                                                          tmp_path: Path) -> None:
+    server, si = sim
+    hosts_before = _hosts(si)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(ESXI_LAB.replace("cluster: DC0_C0", "cluster: DC0_C9").format(
+        port=server.port, ca=server.ca_file, template=TEMPLATE))
+    up = _deploy(lab, "up", str(lab))
+    assert up.returncode != 0
+    assert "unknown cluster 'DC0_C9' in datacenter DC0; there are: DC0_C0" in up.stderr
+    assert _hosts(si) == hosts_before
+    assert _deploy(lab, "destroy", str(lab)).returncode == 0

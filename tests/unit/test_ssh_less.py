@@ -155,3 +155,32 @@ def test_the_plan_of_a_mixed_lab_names_the_provider_each_machine_lands_on() -> N
             assert rows["reachable:esxi-1"].endswith("create")  # only what lands somewhere says where
         else:
             assert all(" on " not in row for row in rows.values())
+
+
+JOIN = LAB.replace("roles: [esxi-host], ssh: false}", "roles: [esxi-host], ssh: false,\n"
+                   "         join: {cluster: C0, password: {env: ESXI_PASSWORD}}}")
+
+
+def test_a_joining_esxi_node_gets_a_join_step_after_it_is_reachable(tmp_path: Path) -> None:
+    resources = build_resources(valid(tmp_path, JOIN))
+    join = resources["join:esxi-1"]
+    assert join.deps == ("reachable:esxi-1",)
+    assert join.provider == "dc1"
+    assert join.inputs["cluster"] == "C0"
+    assert join.inputs["password"] == {"env": "ESXI_PASSWORD", "file": None, "cmd": None}  # the reference only
+    assert "join" not in resources["machine:esxi-1"].inputs
+
+
+def test_join_without_the_esxi_host_role_is_refused_at_its_line(tmp_path: Path) -> None:
+    problem = only(tmp_path, JOIN.replace("roles: [esxi-host], ", ""))
+    assert problem.message == "node esxi-1: join: adds an ESXi host to a cluster, but the node has no esxi-host role"
+    assert problem.location.path == "groups.esxi.join"
+    assert problem.location.line == 10
+
+
+def test_join_through_a_provider_that_is_not_vsphere_is_refused(tmp_path: Path) -> None:
+    text = JOIN.replace("providers:\n", "providers:\n  local: {kind: libvirt}\n").replace(
+        "join: {cluster: C0,", "join: {provider: local, cluster: C0,")
+    problem = only(tmp_path, text)
+    assert problem.message == "node esxi-1: join: provider 'local' is not a vsphere provider"
+    assert "dc1" in problem.hint
