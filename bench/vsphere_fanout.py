@@ -37,6 +37,7 @@ from ssl import create_default_context
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.integration.test_deploy_vsphere import LAB as CLI_LAB  # noqa: E402
 from tests.integration.vcsim_fixtures import Vcsim, make_ca, start_vcsim, stop_vcsim  # noqa: E402
 
 TEMPLATE_VM = "DC0_C0_RP0_VM0"  # the VPX model's first VM: the template every clone is made from
@@ -47,19 +48,10 @@ COLLECTOR = {"WaitForUpdatesEx", "WaitForUpdates", "RetrievePropertiesEx", "Retr
              "CreatePropertyCollector", "DestroyPropertyCollector", "DestroyPropertyFilter"}
 PASSWORD = "bench-password"
 
-LAB = """\
-name: fanout
-providers:
-  dc1: {{kind: vsphere, host: 127.0.0.1, port: {port}, user: administrator@vsphere.local,
-        password: {{env: VSPHERE_PASSWORD}}, datacenter: DC0, cluster: DC0_C0, datastore: LocalDS_0,
-        ca_bundle: "{ca}"}}
-images:
-  tmpl: {{template: {template}}}
-networks:
-  vmnet: {{provider: dc1, mode: bridge, bridge: "VM Network"}}
-groups:
-  vm: {{provider: dc1, image: tmpl, networks: [vmnet], ssh: false, count: {count}}}
-"""
+# the CLI test's lab (tests/integration/test_deploy_vsphere.py) with its one node made a group of N
+LAB = CLI_LAB.replace("name: vslab-cli", "name: fanout").replace(
+    "nodes:\n  vm1: {{provider: dc1, image: tmpl, networks: [vmnet], ssh: false}}\n",
+    "groups:\n  vm: {{provider: dc1, image: tmpl, networks: [vmnet], ssh: false, count: {count}}}\n")
 
 
 @dataclass

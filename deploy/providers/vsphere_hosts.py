@@ -39,16 +39,6 @@ class HostLogin:
     thumbprint: str | None = None
 
 
-def run_join(batch: list[Resource], ctx: Any) -> dict[str, Outputs | LabError]:
-    results: dict[str, Outputs | LabError] = {}
-    for resource in batch:
-        try:
-            results[resource.id] = _join(resource, ctx)
-        except LabError as exc:
-            results[resource.id] = exc
-    return results
-
-
 def _join(resource: Resource, ctx: Any) -> Outputs:
     node = ctx.resolved.nodes[resource.name]
     join = node.join
@@ -60,6 +50,12 @@ def _join(resource: Resource, ctx: Any) -> Outputs:
         return added
     except ProviderError as exc:
         raise StageError(STAGE, exc.message, host=resource.name, hint=exc.hint) from None
+
+
+def run_join(batch: list[Resource], ctx: Any) -> dict[str, Outputs | LabError]:
+    from deploy.steps import per_resource
+
+    return per_resource(_join)(batch, ctx)
 
 
 def teardown_join(provider: Any, name: str, ctx: Any) -> None:

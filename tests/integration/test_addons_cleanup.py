@@ -22,27 +22,11 @@ from deploy.cluster import kube
 from deploy.errors import StageError
 from tests.integration.kmock_fixtures import KubeServer
 from tests.unit.labfiles import valid
+from tests.unit.test_typed_addons import LAB as TYPED_LAB
 
 pytestmark = pytest.mark.integration
 
-LAB = """name: lab1
-images:
-  deb: {build: {}}
-networks:
-  mgmt: {mode: user}
-  labnet: {mode: isolated, cidr: 10.20.0.0/24}
-defaults: {image: deb, networks: [mgmt, {network: labnet, ip: 10.20.0.10}]}
-groups:
-  control: {count: 1}
-  workers: {count: 2, networks: [mgmt, {network: labnet, ip: 10.20.0.21}]}
-nodes:
-  workers-2: {gpus: [{pci: "0000:3b:00.0"}]}
-kubernetes:
-  version: "1.36"
-  control_plane: control
-  workers: workers
-  cni: {bridge: {}}
-"""
+LAB = TYPED_LAB + "  cni: {bridge: {}}\n"  # the typed add-on tests' cluster, with a CNI
 MESH = "  mesh: {istio: {version: 1.24.0, mode: ambient, namespaces: [demo, shop]}}\n"
 GPU = "  gpu_operator: {version: v24.9.0, nfd: false, time_slicing: {replicas: 2}}\n"
 NODES = ("control-1", "workers-1", "workers-2")
