@@ -9,7 +9,7 @@ PowerOnVM_Task 100 ms, PowerOffVM_Task 50 ms, Destroy_Task 50 ms) and tools repo
 0.3 s after power-on. Side by side in one run:
 
   parallel   deploy up --no-verify (the default step parallelism, the provider's default task cap)
-  serial     deploy up --no-verify --parallel 1 (one VM after another: the baseline)
+  serial     deploy up --no-verify --parallel 1 and deploy destroy --parallel 1 (one VM after another)
 
 Printed per size and mode: up and destroy seconds, seconds per VM, the speed-up parallel/serial,
 the peak RSS of the `deploy` process (wait4), and SOAP calls per VM as the simulator counted them
@@ -106,7 +106,7 @@ def run_one(size: int, mode: str, work: Path, timeout: float) -> Result:
         _calls(calls_url, sim.ca_file)
         up_s, peak = _deploy(lab, ["up", "--no-verify", "--quiet", *parallel], timeout)
         counted = _calls(calls_url, sim.ca_file)
-        destroy_s, peak_destroy = _deploy(lab, ["destroy", "--quiet"], timeout)
+        destroy_s, peak_destroy = _deploy(lab, ["destroy", "--quiet", *parallel], timeout)
     finally:
         stop_vcsim(sim)
     return Result(size, mode, up_s, destroy_s, max(peak, peak_destroy), sum(counted.values()),

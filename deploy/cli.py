@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-wait", type=float, metavar="SECONDS",
                         help="cap each check's retries (fail fast on a lab that has settled)")
     sub.choices["destroy"].add_argument("--quiet", action="store_true")
+    sub.choices["destroy"].add_argument("--parallel", type=int, default=16,
+                                        help="teardowns of one kind at once (default 16)")
     sub.choices["graph"].add_argument("--format", choices=("mermaid", "dot", "html"), default="mermaid")
     reap = sub.add_parser("reap", help="remove expired or orphaned lab resources, through the providers")
     reap.add_argument("lab_file", nargs="?", type=Path, metavar="LAB",
@@ -312,7 +314,10 @@ class _Progress:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    removed = _session(args).destroy(on_event=lambda e: None if args.quiet or args.output == "json"
+    if args.parallel < 1:
+        raise ConfigError("--parallel must be at least 1", hint="deploy destroy --parallel 1 goes one at a time")
+    quiet = args.quiet or args.output == "json"
+    removed = _session(args).destroy(parallel=args.parallel, on_event=lambda e: None if quiet
                                      else err.print(f"  destroyed {e['id']}", markup=False))
     if args.output == "json":
         out.print_json(json.dumps({"removed": removed}))

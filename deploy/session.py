@@ -178,7 +178,7 @@ class LabSession:
 
     # --- destroy --------------------------------------------------------------------------
 
-    def destroy(self, *, on_event: EventSink = lambda _e: None) -> list[str]:
+    def destroy(self, *, on_event: EventSink = lambda _e: None, parallel: int = 16) -> list[str]:
         """Remove everything of the lab; returns what was removed."""
         run_id = new_run_id()
         removed: list[str] = []
@@ -186,7 +186,7 @@ class LabSession:
             state = self.store.load()
             pool = self._pool(create_key=False)
             try:
-                removed += self._destroy_recorded(state, pool, run_id, on_event)
+                removed += self._destroy_recorded(state, pool, run_id, on_event, parallel)
                 removed += self._destroy_tagged(pool, on_event)
             finally:
                 pool.close()
@@ -195,7 +195,7 @@ class LabSession:
         return removed
 
     def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
-                          on_event: EventSink) -> list[str]:
+                          on_event: EventSink, parallel: int) -> list[str]:
         from deploy.state import ResourceRecord
         from deploy.steps import destroy_in_order
 
@@ -208,7 +208,7 @@ class LabSession:
             removed.append(record.id)
             on_event({"event": "destroy", "id": record.id})
 
-        destroy_in_order(list(state.resources.values()), ctx, gone)  # a machine's teardown forgets its host keys
+        destroy_in_order(list(state.resources.values()), ctx, gone, parallel)  # machines' teardowns forget host keys
         return removed
 
     def _destroy_tagged(self, pool: ProviderPool, on_event: EventSink) -> list[str]:

@@ -164,3 +164,10 @@ def test_unknown_command_shape_is_an_argparse_error() -> None:
     done = deploy("plan")
     assert done.returncode == 2
     assert "usage:" in done.stderr
+
+
+def test_destroy_parallel_below_one_is_refused_before_anything_is_touched(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["destroy", "--parallel", "0", str(QUICKSTART)]) == 3
+    err = capsys.readouterr().err
+    assert "--parallel must be at least 1" in err
+    assert "deploy destroy --parallel 1" in err
