@@ -5,7 +5,7 @@
 // own), it can delay chosen SOAP methods (-method-delay CloneVM_Task=200ms,PowerOnVM_Task=50ms) so
 // waits and concurrency caps can be measured, it can play VMware Tools in the VMs it powers on
 // (-guest-net 192.0.2.0/24, -guest-delay, see guest.go), it answers incremental WaitForUpdatesEx
-// calls as vCenter does (wait.go), it takes a destroyed host out of its cluster (hosts.go), it counts the methods it is asked (GET /labdeploy/calls), and it prints one line "VCSIM_URL=<url>" once it
+// calls as vCenter does (wait.go), it can refuse a wrong password (-password, login.go), it takes a destroyed host out of its cluster (hosts.go), it counts the methods it is asked (GET /labdeploy/calls), and it prints one line "VCSIM_URL=<url>" once it
 // serves. SIGINT/SIGTERM stop it.
 package main
 
@@ -34,6 +34,7 @@ func main() {
 	dcs := flag.Int("dc", 1, "number of datacenters")
 	vms := flag.Int("vm", 0, "number of VMs per resource pool")
 	guestNet := flag.String("guest-net", "", "play VMware Tools: a powered-on VM reports the next address of this IPv4 CIDR")
+	password := flag.String("password", "", "refuse Login with any other password (InvalidLogin)")
 	guestDelay := flag.Duration("guest-delay", 0, "with -guest-net: how long after power-on tools report the guest")
 	flag.Parse()
 
@@ -66,7 +67,7 @@ func main() {
 	counted := newCalls()
 	outer := http.NewServeMux()
 	outer.Handle("/labdeploy/calls", counted)
-	outer.Handle("/", delayed(inner, delay, tools, newWaits(), counted))
+	outer.Handle("/", delayed(inner, delay, tools, newWaits(), counted, *password))
 	server.Config.Handler = outer
 	defer server.Close()
 
@@ -102,7 +103,8 @@ func readCloser(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(
 
 // delayed holds a SOAP request for the delay of its method before the simulator handles it
 // (and lets tools report the guest of a power task).
-func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, wt *waits, counted *calls) http.Handler {
+func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, wt *waits, counted *calls,
+	password string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.Body != nil {
 			body, err := io.ReadAll(r.Body)
@@ -118,6 +120,9 @@ func delayed(next http.Handler, delay map[string]time.Duration, tools *guests, w
 			}
 			if method == "Fetch" {
 				fetched(w, r, body, next)
+				return
+			}
+			if method == "Login" && refusedLogin(w, body, password) {
 				return
 			}
 			if method == "Destroy_Task" && bytes.Contains(body, []byte(`type="HostSystem"`)) {

@@ -278,3 +278,16 @@ def test_a_guest_that_never_reports_an_address_times_out_naming_tools(vcsim_fact
     assert p.find_resources("vslab") == []
     p.close()
     Disconnect(admin_si)
+
+
+def test_a_wrong_password_is_refused_naming_the_user_and_creating_nothing(vcsim_factory: Callable[..., Vcsim],
+                                                                        tmp_path: Path) -> None:
+    sim = vcsim_factory(password="the-right-one-31c9")  # our vcsim checks it; v0.18 alone accepts any
+    with pytest.raises(ProviderError, match=r"login refused for user administrator@vsphere\.local") as err:
+        _provider(sim, tmp_path).check()  # logs in with PASSWORD
+    assert PASSWORD not in str(err.value) + err.value.hint
+    assert "the secret the password refers to" in err.value.hint
+    admin_si = SmartConnect(host=sim.host, port=sim.port, user="user", pwd="the-right-one-31c9",
+                            sslContext=ssl.create_default_context(cafile=str(sim.ca_file)))
+    assert not [n for n in inventory(admin_si) if "vslab" in n]
+    Disconnect(admin_si)

@@ -129,10 +129,12 @@ def _read_url(process: subprocess.Popen[bytes]) -> str:
 
 
 def start_vcsim(ca: VcsimCA, method_delay: dict[str, float] | None = None, datacenters: int = 1,
-                vms: int = 1, guest_net: str | None = GUEST_NET) -> Vcsim:
+                vms: int = 1, *, guest_net: str | None = GUEST_NET, password: str | None = None) -> Vcsim:
     delays = ",".join(f"{name}={int(seconds * 1000)}ms" for name, seconds in (method_delay or {}).items())
     command = [str(vcsim_binary()), "-tlscert", str(ca.cert_file), "-tlskey", str(ca.key_file),
                "-dc", str(datacenters), "-vm", str(vms), "-method-delay", delays]
+    if password:  # otherwise v0.18 accepts any
+        command += ["-password", password]
     if guest_net:
         command += ["-guest-net", guest_net, "-guest-delay", f"{int(GUEST_DELAY * 1000)}ms"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
@@ -169,8 +171,8 @@ def vcsim_factory(vcsim_ca: VcsimCA) -> Iterator[Callable[..., Vcsim]]:
     started: list[Vcsim] = []
 
     def start(method_delay: dict[str, float] | None = None, datacenters: int = 1,
-              guest_net: str | None = GUEST_NET) -> Vcsim:
-        started.append(start_vcsim(vcsim_ca, method_delay, datacenters, guest_net=guest_net))
+              guest_net: str | None = GUEST_NET, password: str | None = None) -> Vcsim:
+        started.append(start_vcsim(vcsim_ca, method_delay, datacenters, guest_net=guest_net, password=password))
         return started[-1]
 
     yield start
