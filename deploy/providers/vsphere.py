@@ -261,12 +261,19 @@ class VsphereProvider(Provider[VsphereProviderSpec]):
         if str(vm.runtime.powerState) != "poweredOn":
             self._task(vm.PowerOnVM_Task, f"power-on of {vm.name}")
         guest = wait_for(self.si, vm, GUEST_PATHS, guest_ready, timeout=self.spec.guest_timeout,
+                         collector=self._collector(),
                          what=f"VMware Tools in {vm.name} to report the guest running with an IPv4 address")
         return self._info(machine, vm, guest)
 
     def _task(self, start: Any, what: str) -> Any:
         with self.tasks.slot():
-            return wait_task(self.si, start(), what=what)
+            return wait_task(self.si, start(), what=what, collector=self._collector())
+
+    def _collector(self) -> Any:
+        """This thread's PropertyCollector for waits, made once per session (waits in parallel threads
+        must not see each other's updates, so each thread has its own)."""
+        return self._once(f"collector {threading.get_ident()}",
+                          lambda: self.si.content.propertyCollector.CreatePropertyCollector())  # noqa: PLW0108
 
     def _find(self, machine: str) -> Any:
         return self._lab_vms().get(machine)

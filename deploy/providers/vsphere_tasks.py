@@ -59,14 +59,23 @@ def _filter_spec(obj: Any, paths: list[str]) -> Any:
 
 
 def wait_for(si: Any, obj: Any, paths: list[str], done: Callable[[dict[str, Any]], bool],
-             *, what: str, timeout: float) -> dict[str, Any]:
-    """Block until ``done(values of paths)`` is true; the values. ProviderError after ``timeout``."""
-    collector = si.content.propertyCollector.CreatePropertyCollector()
+             *, what: str, timeout: float, collector: Any = None) -> dict[str, Any]:
+    """Block until ``done(values of paths)`` is true; the values. ProviderError after ``timeout``.
+
+    ``collector``: a PropertyCollector of this thread's own to put the filter on (the wait then costs
+    CreateFilter, the waits and DestroyPropertyFilter); without one, a collector is made for the wait.
+    """
+    if collector is None:
+        own = si.content.propertyCollector.CreatePropertyCollector()
+        try:
+            return wait_for(si, obj, paths, done, what=what, timeout=timeout, collector=own)
+        finally:
+            own.DestroyPropertyCollector()
+    watched = collector.CreateFilter(_filter_spec(obj, paths), partialUpdates=False)
     try:
-        collector.CreateFilter(_filter_spec(obj, paths), partialUpdates=False)
         return _wait_loop(collector, done, what=what, timeout=timeout)
     finally:
-        collector.DestroyPropertyCollector()
+        watched.DestroyPropertyFilter()
 
 
 def _wait_loop(collector: Any, done: Callable[[dict[str, Any]], bool], *, what: str,
@@ -88,11 +97,11 @@ def _wait_loop(collector: Any, done: Callable[[dict[str, Any]], bool], *, what: 
     raise ProviderError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def wait_task(si: Any, task: Any, *, what: str, timeout: float = 600.0) -> Any:
+def wait_task(si: Any, task: Any, *, what: str, timeout: float = 600.0, collector: Any = None) -> Any:
     """The task's result once it succeeded; its fault as a ProviderError when it failed."""
     states = (vim.TaskInfo.State.success, vim.TaskInfo.State.error)
     values = wait_for(si, task, ["info.state", "info.error", "info.result"],
-                      lambda v: v.get("info.state") in states, what=what, timeout=timeout)
+                      lambda v: v.get("info.state") in states, what=what, timeout=timeout, collector=collector)
     if values["info.state"] == vim.TaskInfo.State.error:
         fault = values.get("info.error")
         detail = getattr(fault, "localizedMessage", "") or type(getattr(fault, "fault", fault)).__name__
