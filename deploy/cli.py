@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-wait", type=float, metavar="SECONDS",
                         help="cap each check's retries (fail fast on a lab that has settled)")
     sub.choices["destroy"].add_argument("--quiet", action="store_true")
-    sub.choices["destroy"].add_argument("--parallel", type=int, default=16,
+    sub.choices["destroy"].add_argument("--parallel", type=int,
                                         help="teardowns of one kind at once (default 16)")
     sub.choices["graph"].add_argument("--format", choices=("mermaid", "dot", "html"), default="mermaid")
     reap = sub.add_parser("reap", help="remove expired or orphaned lab resources, through the providers")
@@ -314,7 +314,7 @@ class _Progress:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    if args.parallel < 1:
+    if args.parallel is not None and args.parallel < 1:
         raise ConfigError("--parallel must be at least 1", hint="deploy destroy --parallel 1 goes one at a time")
     quiet = args.quiet or args.output == "json"
     removed = _session(args).destroy(parallel=args.parallel, on_event=lambda e: None if quiet

@@ -178,7 +178,7 @@ class LabSession:
 
     # --- destroy --------------------------------------------------------------------------
 
-    def destroy(self, *, on_event: EventSink = lambda _e: None, parallel: int = 16) -> list[str]:
+    def destroy(self, *, on_event: EventSink = lambda _e: None, parallel: int | None = None) -> list[str]:
         """Remove everything of the lab; returns what was removed."""
         run_id = new_run_id()
         removed: list[str] = []
@@ -195,7 +195,7 @@ class LabSession:
         return removed
 
     def _destroy_recorded(self, state: LabState, pool: ProviderPool, run_id: str,
-                          on_event: EventSink, parallel: int) -> list[str]:
+                          on_event: EventSink, parallel: int | None) -> list[str]:
         from deploy.state import ResourceRecord
         from deploy.steps import destroy_in_order
 

@@ -229,7 +229,7 @@ DESTROY_PARALLEL = 16  # teardowns of one kind at once (they wait on hypervisor 
 
 
 def destroy_in_order(records: list[ResourceRecord], ctx: StepContext, done: Callable[[ResourceRecord], None],
-                     parallel: int = DESTROY_PARALLEL) -> None:
+                     parallel: int | None = None) -> None:
     """Tear ``records`` down, dependents first (the stage order reversed), those of one kind in parallel.
 
     ``done`` is called (from one thread at a time) as each one is gone; after a kind whose teardown
@@ -239,7 +239,7 @@ def destroy_in_order(records: list[ResourceRecord], ctx: StepContext, done: Call
 
     lock = threading.Lock()
     for _kind_rank, group in _by_rank(records, rank):
-        errors = _destroy_group(group, ctx, done, lock, parallel)
+        errors = _destroy_group(group, ctx, done, lock, parallel or DESTROY_PARALLEL)
         if errors:
             raise errors[0]
 

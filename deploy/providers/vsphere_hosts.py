@@ -88,7 +88,7 @@ def _address(ctx: Any, node: str) -> str:
 def cluster_named(provider: Any, name: str) -> Any:
     dc = provider._datacenter()
     clusters = inv.by_name(provider.si, dc.hostFolder, vim.ClusterComputeResource)
-    return inv.pick("cluster", name, clusters, f"datacenter {provider.spec.datacenter}")
+    return inv.pick("cluster", name, clusters, provider._where)
 
 
 def add_host(provider: Any, cluster_name: str, login: HostLogin) -> Outputs:
